@@ -1,0 +1,318 @@
+"""Configuration: a TOML file plus ENVOY2MQTT_* environment variables that override it.
+
+Environment variables use pydantic-settings' nested form (``ENVOY2MQTT_MQTT__HOST``);
+``ENVOY2MQTT_ENVOY`` takes the list of Envoys as JSON. Every secret is a ``SecretStr`` and can also
+be read from a file (``password_file = "/run/secrets/..."``) for Docker secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+
+ENV_PREFIX = "ENVOY2MQTT_"
+SYSTEM_INTERVAL_FLOOR = 10
+DEVICE_INTERVAL_FLOOR = 60
+
+
+def _read_secret_file(path: str, key: str) -> SecretStr:
+    try:
+        return SecretStr(Path(path).read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        raise ValueError(f"cannot read the file given in {key}_file ({path}): {exc.strerror}") from None
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """`<secret>_file = "/path"` fills `<secret>` from that file (Docker secrets)."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field_info in cls.model_fields.items():
+            file_key = f"{name}_file"
+            if file_key in out:
+                path = out.pop(file_key)
+                if field_info.annotation is not SecretStr:
+                    raise ValueError(f"{file_key} is only accepted for secrets")
+                if path:
+                    out[name] = _read_secret_file(str(path), name)
+        return out
+
+
+class MqttTls(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None  # CA that signed the broker's certificate; system CAs when unset
+    cert_file: Path | None = None  # client certificate, for brokers that require one
+    key_file: Path | None = None
+    insecure: bool = False  # accept any broker certificate (self-signed brokers); not recommended
+
+
+class MqttSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    client_id: str = ""  # empty: "envoy2mqtt-<random>"
+    keepalive: int = Field(60, ge=5, le=3600)
+    base_topic: str = "envoy2mqtt"
+    discovery_prefix: str = "homeassistant"
+    discovery: bool = True
+    retain: bool = True
+    qos: Literal[0, 1, 2] = 1
+    tls: MqttTls = MqttTls()
+
+    @field_validator("base_topic", "discovery_prefix")
+    @classmethod
+    def _topic_root(cls, value: str) -> str:
+        value = value.strip()
+        if not value or value.startswith("/") or value.endswith("/") or any(c in value for c in "+#\0"):
+            raise ValueError("must be a topic without leading or trailing '/' and without '+' or '#'")
+        return value
+
+
+class PollingSettings(_Section):
+    system_interval: float = Field(60, description="seconds between system polls")
+    device_interval: float = Field(300, description="seconds between device polls")
+    failures_before_offline: int = Field(3, ge=1, le=100)
+    firmware_check_interval: float = Field(4 * 3600, ge=600)
+
+    @field_validator("system_interval")
+    @classmethod
+    def _system_floor(cls, value: float) -> float:
+        if value < SYSTEM_INTERVAL_FLOOR:
+            raise ValueError(
+                f"must be at least {SYSTEM_INTERVAL_FLOOR} seconds: faster polling freezes the Envoy"
+            )
+        return value
+
+    @field_validator("device_interval")
+    @classmethod
+    def _device_floor(cls, value: float) -> float:
+        if value < DEVICE_INTERVAL_FLOOR:
+            raise ValueError(
+                f"must be at least {DEVICE_INTERVAL_FLOOR} seconds: inverters report only every 5 minutes"
+            )
+        return value
+
+
+class CloudSettings(_Section):
+    """The Enphase cloud. Defaults are the real URLs; tests point them at the simulator."""
+
+    login_url: str = "https://enlighten.enphaseenergy.com/login/login.json"
+    token_url: str = "https://entrez.enphaseenergy.com/tokens"
+    ca_file: Path | None = None  # extra CA to trust (tests); certificates are always verified
+    timeout: float = Field(30, ge=1, le=300)
+
+    @field_validator("login_url", "token_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("https", "http"):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+
+class TokenSettings(_Section):
+    refresh_days_before_expiry: float = Field(30, ge=0, le=365)
+    installer_refresh_minutes_before_expiry: float = Field(60, ge=1, le=600)
+    max_backoff: float = Field(3600, ge=10)
+
+
+class EnvoySettings(_Section):
+    host: str
+    name: str = ""
+    serial: str = ""  # optional; read from /info
+    username: str = ""  # pre-v7: "envoy" (default) or "installer"
+    password: SecretStr = SecretStr("")  # pre-v7: default last 6 characters of the serial
+    token: SecretStr = SecretStr("")  # v7+: a pasted token
+    enlighten_username: str = ""
+    enlighten_password: SecretStr = SecretStr("")
+    cert_fingerprint: str = ""  # optional SHA-256 of the Envoy's certificate (hex, colons allowed)
+    timezone: str = ""  # the Envoy's local timezone; read from /home when empty
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value:
+            raise ValueError("must be the Envoy's address, e.g. 192.168.1.50 or envoy.local")
+        if "://" in value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("a URL must start with http:// or https://")
+        return value
+
+    @field_validator("cert_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str) -> str:
+        cleaned = value.replace(":", "").strip().lower()
+        if cleaned and (len(cleaned) != 64 or any(c not in "0123456789abcdef" for c in cleaned)):
+            raise ValueError("must be the certificate's SHA-256 as 64 hex digits (colons allowed)")
+        return cleaned
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        return value.strip()
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """URLs to try, in order: https first, then http for firmware before 7."""
+        if "://" in self.host:
+            return (self.host,)
+        return (f"https://{self.host}", f"http://{self.host}")
+
+    @property
+    def has_cloud_credentials(self) -> bool:
+        return bool(self.enlighten_username and self.enlighten_password.get_secret_value())
+
+    @property
+    def label(self) -> str:
+        return self.name or self.serial or self.host
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"  # auto: console on a TTY, JSON lines otherwise
+
+
+class HealthSettings(_Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    state_dir: Path = Path("/data")  # token store, counter offsets
+    mqtt: MqttSettings = MqttSettings()
+    polling: PollingSettings = PollingSettings()
+    enphase_cloud: CloudSettings = CloudSettings()
+    token: TokenSettings = TokenSettings()
+    logging: LoggingSettings = LoggingSettings()
+    health: HealthSettings = HealthSettings()
+    envoy: list[EnvoySettings] = Field(default_factory=list)
+
+    _toml_path: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _envoys(self) -> Settings:
+        if not self.envoy:
+            raise ValueError(
+                "no Envoy configured: add an [[envoy]] table with host = \"<address>\" "
+                "(or set ENVOY2MQTT_ENVOY='[{\"host\": \"<address>\"}]')"
+            )
+        names = [e.name or e.host for e in self.envoy]
+        if len(set(names)) != len(names):
+            raise ValueError("two [[envoy]] entries have the same name/host: give each a distinct name")
+        return self
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("function-after", "function-before", "function-wrap"):
+            continue
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or "(top level)"
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    names = [str(x) for x in loc if isinstance(x, str)]
+    if not names:
+        return ""
+    if names[0] == "envoy":
+        return f"{ENV_PREFIX}ENVOY (JSON list)"
+    return ENV_PREFIX + "__".join(n.upper() for n in names)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(err["loc"])
+        where = _location(loc)
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against config.example.toml)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        env = _env_name(loc)
+        hint = f" (environment: {env})" if env else ""
+        lines.append(f"  - {where}: {msg}{hint}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read the TOML file (if any) and the environment; raise ConfigError naming the bad keys."""
+    toml_path: Path | None = None
+    if path is None and os.environ.get(f"{ENV_PREFIX}CONFIG"):
+        path = os.environ[f"{ENV_PREFIX}CONFIG"]
+    if path is not None:
+        toml_path = Path(path)
+        if not toml_path.is_file():
+            raise ConfigError(f"configuration file not found: {toml_path} (give --config a TOML file)")
+    Settings._toml_path = toml_path
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    except ValueError as exc:  # TOML syntax errors
+        raise ConfigError(f"cannot read {toml_path}: {exc}") from None
+    finally:
+        Settings._toml_path = None
+
+
+def config_file_warnings(path: Path | str | None, settings: Settings) -> list[str]:
+    """Warn when a config file holding secrets can be read by other users."""
+    if path is None:
+        return []
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return []
+    has_secret = settings.mqtt.password.get_secret_value() or any(
+        e.password.get_secret_value() or e.token.get_secret_value() or e.enlighten_password.get_secret_value()
+        for e in settings.envoy
+    )
+    if has_secret and mode & (stat.S_IRGRP | stat.S_IROTH):
+        return [f"{path} contains secrets and is readable by other users: run chmod 600 {path}"]
+    return []
