@@ -1,0 +1,1 @@
+"""Topics, the publisher (aiomqtt, Last Will, reconnect) and Home Assistant discovery."""
