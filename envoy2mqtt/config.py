@@ -46,6 +46,9 @@ class _Section(BaseModel):
             return data
         out = dict(data)
         for name, field_info in cls.model_fields.items():
+            if out.get(name) == "" and field_info.annotation == (Path | None):
+                out[name] = None  # an empty path in TOML means "not set"
+
             file_key = f"{name}_file"
             if file_key in out:
                 path = out.pop(file_key)
