@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 import sys
 import threading
@@ -126,7 +127,7 @@ _TEXT_PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     # sessionId=..., password: '...', "token": "...", in URLs, cookies, reprs and JSON text
     (
         re.compile(
-            r"(?i)(?<![A-Za-z0-9])(" + _SECRET_NAME + r")([\"']?\s*[=:]\s*[\"']?)(?!\*\*\*)[^\s;&,\"'}\]]+"
+            r"(?i)(?<![A-Za-z0-9])(" + _SECRET_NAME + r")(\]?[\"']?\s*[=:]\s*[\"']?)(?!\*\*\*)[^\s;&,\"'}\]]+"
         ),
         r"\1\2" + REDACTED,
     ),
@@ -278,8 +279,9 @@ def setup_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None 
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    colors = tty and not os.environ.get("NO_COLOR")  # https://no-color.org
     renderer: Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=tty)
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=colors)
     )
 
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -310,6 +312,10 @@ def setup_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None 
             structlog.stdlib.filter_by_level,
             *shared,
             structlog.stdlib.PositionalArgumentsFormatter(),
+            # redact here too, not only in the formatter: any other handler on the root logger
+            # (pytest's caplog, an embedding application's) receives this event dict as it is
+            structlog.processors.format_exc_info,
+            redact_processor,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
