@@ -331,10 +331,16 @@ class CounterGuard:
                     )
         elif track.mode == "derived":
             if raw < reset_floor:
-                # The late reset arrived: follow the Envoy again, on top of what today already showed.
+                # The late reset arrived: follow the Envoy again, on top of what today already counted.
+                # With a lifetime counter that is exact (today so far minus what the Envoy counted since
+                # its reset); without one, assume the Envoy restarted from 0 after the last poll.
                 track.mode = "raw"
-                track.carry = max(0.0, track.published - raw)
-                value = raw + track.carry
+                if lifetime_now is not None and track.base_lifetime is not None:
+                    today_so_far = max(track.published, self._derived(track, raw, lifetime_now))
+                    track.carry = max(0.0, today_so_far - raw)
+                else:
+                    track.carry = track.published
+                value = max(track.published, raw + track.carry)
             else:
                 value = max(track.published, self._derived(track, raw, lifetime_now))
         else:
