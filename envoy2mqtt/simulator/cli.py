@@ -1,0 +1,101 @@
+"""`envoy2mqtt simulate` / `python -m envoy2mqtt.simulator`: run a simulated Envoy until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from envoy2mqtt.simulator.server import PROFILES, Simulator, SimulatorConfig
+
+
+def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "capture_dir",
+        metavar="CAPTURE_DIR",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="serve this capture folder (shared layout); without it a generated site is served",
+    )
+    parser.add_argument(
+        "--profile", choices=PROFILES, default="metered-3phase-iq", help="generated site profile"
+    )
+    parser.add_argument("--live", action="store_true", help="values move over (simulated) time")
+    parser.add_argument("--scale", type=int, default=None, metavar="N", help="number of microinverters")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="Envoy port (default: a free port)")
+    parser.add_argument(
+        "--cloud-port", type=int, default=0, help="fake Enphase cloud port (default: a free port)"
+    )
+    parser.add_argument(
+        "--token-lifetime", type=float, default=365 * 86400, help="lifetime in seconds of cloud-issued tokens"
+    )
+    parser.add_argument("--token-type", choices=("owner", "installer"), default="owner")
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="live mode: simulated seconds per real second"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    return SimulatorConfig(
+        capture_dir=args.capture_dir,
+        profile=args.profile,
+        live=args.live,
+        scale=args.scale,
+        host=args.host,
+        port=args.port,
+        cloud_port=args.cloud_port,
+        token_lifetime=args.token_lifetime,
+        token_type=args.token_type,
+        time_scale=args.time_scale,
+    )
+
+
+def describe(sim: Simulator) -> list[str]:
+    """What a person needs to point a client at the simulator (its credentials are fake by design)."""
+    lines = [
+        f"Envoy URL:        {sim.url}",
+        f"Envoy serial:     {sim.serial}",
+        f"Envoy firmware:   {sim.firmware}",
+    ]
+    if sim.token_auth:
+        lines += [
+            f"Envoy cert SHA-256: {sim.envoy_cert_fingerprint}",
+            f"Owner token:      {sim.issue_token('owner')}",
+        ]
+    else:
+        lines += [
+            f"Digest user envoy:     password {sim.legacy_envoy_password}",
+            f"Digest user installer: password {sim.installer_password}",
+        ]
+    lines += [
+        f"Cloud URL:        {sim.cloud_url}",
+        f"Cloud login URL:  {sim.login_url}",
+        f"Cloud token URL:  {sim.token_url}",
+        f"Cloud CA file:    {sim.ca_file}",
+        f"Enlighten user:   {sim.enlighten_username}",
+        f"Enlighten pass:   {sim.enlighten_password}",
+        f"Fault control:    POST {sim.url}/__sim/faults, GET {sim.url}/__sim/stats",
+    ]
+    return lines
+
+
+async def run_simulator_forever(config: SimulatorConfig, print_fn: Callable[[str], object] = print) -> None:
+    """Start the simulator, print how to reach it, and serve until cancelled."""
+    async with Simulator(config) as sim:
+        for line in describe(sim):
+            print_fn(line)
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m envoy2mqtt.simulator", description=__doc__)
+    add_simulate_arguments(parser)
+    config = config_from_args(parser.parse_args(argv))
+    try:
+        asyncio.run(run_simulator_forever(config, lambda line: print(line, flush=True)))
+    except KeyboardInterrupt:
+        return 0
+    return 0

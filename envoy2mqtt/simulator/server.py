@@ -1,0 +1,467 @@
+"""The simulated Envoy (http or https with its own auth) and the fake Enphase cloud, as one async object."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import re
+import shutil
+import socket
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from envoy2mqtt.clock import SYSTEM_CLOCK, Clock
+from envoy2mqtt.envoy.auth.passwords import REALM, envoy_user_password, installer_password
+from envoy2mqtt.envoy.endpoints import CHECK_JWT
+from envoy2mqtt.errors import ConfigError
+from envoy2mqtt.simulator.capture import CaptureSource
+from envoy2mqtt.simulator.certs import generate_tls_material
+from envoy2mqtt.simulator.cloud import ENLIGHTEN_PASSWORD, ENLIGHTEN_USERNAME, CloudControl, FakeCloud
+from envoy2mqtt.simulator.digest import DigestVerifier
+from envoy2mqtt.simulator.faults import FaultController
+from envoy2mqtt.simulator.responses import (
+    HTML_TYPE,
+    JSON_TYPE,
+    LEGACY_UNAUTHORIZED_JSON,
+    SERVER_ERROR_HTML,
+    UNAUTHORIZED_HTML,
+    VALID_TOKEN_HTML,
+    EnvoyResponse,
+    EnvoySource,
+)
+from envoy2mqtt.simulator.simtime import SimulatedTime
+from envoy2mqtt.simulator.site import GeneratedSite
+from envoy2mqtt.simulator.tokens import TokenAuthority
+
+log = structlog.get_logger(__name__)
+
+PROFILES = ("metered-3phase-iq", "metered-1phase-acb", "legacy-unmetered")
+TOKEN_FIRMWARE = (7, 0, 0)
+SESSION_COOKIE = "sessionId"
+CONTROL_PREFIX = "/__sim/"
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# Legacy firmware: everything is open except these (digest with `envoy` or `installer`).
+_LEGACY_PROTECTED_PREFIXES = ("/ivp/", "/admin/", "/installer/", "/inventory", "/stream/")
+_LEGACY_PROTECTED_PATHS = ("/api/v1/production/inverters",)
+_TOKEN_OPEN_PATHS = ("/info", "/info.xml")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    capture_dir: Path | None = None  # serve a capture folder; None = a generated site
+    profile: str = (
+        "metered-3phase-iq"  # generated: "metered-3phase-iq", "metered-1phase-acb", "legacy-unmetered"
+    )
+    live: bool = False  # values move (solar curve, consumption, battery, counters integrate)
+    scale: int | None = None  # number of microinverters (replicates rows from the source)
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = a free port
+    cloud_port: int = 0
+    token_lifetime: float = 365 * 86400  # seconds, for tokens issued by the fake cloud
+    token_type: str = "owner"  # "owner" | "installer"
+    serial: str | None = None  # override the serial (generated sites); captures use /info's
+    legacy_password: str | None = None  # override the `envoy` user's password (default last 6 of serial)
+    time_scale: float = 1.0  # live mode: simulated seconds per real second
+
+
+def firmware_version(software: str) -> tuple[int, ...]:
+    """`D8.2.4345` -> (8, 2, 4345): strip the letter prefix, keep the leading numbers."""
+    numbers = re.findall(r"\d+", software[1:] if software[:1].isalpha() else software)
+    return tuple(int(n) for n in numbers[:3]) or (0,)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):  # noqa: S104 - bind-all is reached through loopback
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _build_source(config: SimulatorConfig, time: SimulatedTime) -> EnvoySource:
+    if config.capture_dir is not None:
+        return CaptureSource(config.capture_dir, time, config.scale)
+    if config.profile not in PROFILES:
+        raise ConfigError(
+            f"unknown simulator profile {config.profile!r}; choose one of {', '.join(PROFILES)}"
+        )
+    return GeneratedSite(config.profile, time, inverters=config.scale, serial=config.serial)
+
+
+class Simulator:
+    """A simulated Envoy plus the fake Enphase cloud; use as `async with Simulator(config) as sim:`."""
+
+    enlighten_username: str = ENLIGHTEN_USERNAME
+    enlighten_password: str = ENLIGHTEN_PASSWORD
+
+    def __init__(self, config: SimulatorConfig, clock: Clock = SYSTEM_CLOCK) -> None:
+        if config.token_type not in ("owner", "installer"):
+            raise ConfigError("token_type must be 'owner' or 'installer'")
+        self.config = config
+        self.clock = clock
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.cloud_calls: collections.Counter[str] = collections.Counter()
+        self.faults = FaultController()
+        self.faults.bind(self.stop_envoy, self._restore_envoy)
+        self.cloud = CloudControl()
+        self.url = ""
+        self.cloud_url = ""
+        self.login_url = ""
+        self.token_url = ""
+        self.ca_file = Path()
+        self.envoy_cert_fingerprint = ""
+        self.serial = ""
+        self.firmware = ""
+        self.token_auth = False
+        self._tmp: Path | None = None
+        self._source: EnvoySource | None = None
+        self._time: SimulatedTime | None = None
+        self._authority: TokenAuthority | None = None
+        self._digest: DigestVerifier | None = None
+        self._envoy_runner: web.AppRunner | None = None
+        self._cloud_runner: web.AppRunner | None = None
+        self._envoy_server: asyncio.AbstractServer | None = None
+        self._cloud_server: asyncio.AbstractServer | None = None
+        self._envoy_ssl: ssl.SSLContext | None = None
+        self._envoy_port = 0
+        self._pending_listen: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------------------------------ life
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        config = self.config
+        self._time = SimulatedTime(self.clock, config.live, config.time_scale)
+        self._source = _build_source(config, self._time)
+        self.serial = self._source.serial
+        self.firmware = self._source.firmware
+        self.token_auth = firmware_version(self.firmware) >= TOKEN_FIRMWARE
+        self._tmp = Path(tempfile.mkdtemp(prefix="envoy2mqtt-sim-"))
+        tls = generate_tls_material(self._tmp, [config.host])
+        self.ca_file = tls.ca_file
+        self.envoy_cert_fingerprint = tls.envoy_fingerprint
+        self._authority = TokenAuthority(self.serial, self.clock)
+        self._digest = DigestVerifier(
+            REALM,
+            {
+                "envoy": config.legacy_password or envoy_user_password(self.serial),
+                "installer": installer_password(self.serial),
+            },
+        )
+
+        if self.token_auth:
+            self._envoy_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._envoy_ssl.load_cert_chain(tls.envoy_cert, tls.envoy_key)
+        cloud_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cloud_ssl.load_cert_chain(tls.cloud_cert, tls.cloud_key)
+
+        envoy_app = web.Application()
+        envoy_app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._envoy_runner = web.AppRunner(
+            envoy_app, access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
+        await self._envoy_runner.setup()
+        cloud = FakeCloud(
+            self.cloud,
+            self.cloud_calls,
+            self._cloud_token,
+            username=self.enlighten_username,
+            password=self.enlighten_password,
+        )
+        self._cloud_runner = web.AppRunner(
+            cloud.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
+        )
+        await self._cloud_runner.setup()
+
+        loop = asyncio.get_running_loop()
+        envoy_sock = _bind(config.host, config.port)
+        self._envoy_port = int(envoy_sock.getsockname()[1])
+        envoy_factory = self._envoy_runner.server
+        cloud_factory = self._cloud_runner.server
+        assert envoy_factory is not None
+        assert cloud_factory is not None
+        self._envoy_server = await loop.create_server(envoy_factory, sock=envoy_sock, ssl=self._envoy_ssl)
+        cloud_sock = _bind(config.host, config.cloud_port)
+        cloud_port = int(cloud_sock.getsockname()[1])
+        self._cloud_server = await loop.create_server(cloud_factory, sock=cloud_sock, ssl=cloud_ssl)
+
+        host = _url_host(config.host)
+        self.url = f"{'https' if self.token_auth else 'http'}://{host}:{self._envoy_port}"
+        self.cloud_url = f"https://{host}:{cloud_port}"
+        self.login_url = f"{self.cloud_url}/login/login.json"
+        self.token_url = f"{self.cloud_url}/tokens"
+        log.info(
+            "simulator_started",
+            url=self.url,
+            cloud_url=self.cloud_url,
+            serial=self.serial,
+            firmware=self.firmware,
+            source=str(config.capture_dir) if config.capture_dir else config.profile,
+        )
+
+    async def stop(self) -> None:
+        for task in [*self._background, *([self._pending_listen] if self._pending_listen else [])]:
+            task.cancel()
+        for task in [*self._background, *([self._pending_listen] if self._pending_listen else [])]:
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await task
+        self._background.clear()
+        self._pending_listen = None
+        for server in (self._envoy_server, self._cloud_server):
+            if server is not None:
+                server.close()
+        self._envoy_server = self._cloud_server = None
+        for runner in (self._envoy_runner, self._cloud_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._envoy_runner = self._cloud_runner = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def stop_envoy(self) -> None:
+        """Take the Envoy listener down now: new connections are refused, open ones are closed."""
+        if self._envoy_server is not None:
+            self._envoy_server.close()
+            self._envoy_server = None
+        if self._pending_listen is not None:
+            self._pending_listen.cancel()
+            self._pending_listen = None
+        if self._envoy_runner is not None and self._envoy_runner.server is not None:
+            for connection in list(self._envoy_runner.server.connections):
+                connection.force_close()
+        log.info("simulator_envoy_stopped", port=self._envoy_port)
+
+    async def start_envoy(self) -> None:
+        """Bring the Envoy listener back on the same port."""
+        self.faults.is_offline = False
+        if self._envoy_server is None and self._pending_listen is None:
+            self._restore_envoy()
+        if self._pending_listen is not None:
+            task = self._pending_listen
+            await task
+            if self._pending_listen is task:
+                self._pending_listen = None
+
+    def _restore_envoy(self) -> None:
+        """Listen again synchronously (the kernel queues connections at once) and serve from a task."""
+        if self._envoy_server is not None or self._envoy_runner is None or self._pending_listen is not None:
+            return
+        sock = _bind(self.config.host, self._envoy_port)
+        server_factory = self._envoy_runner.server
+        assert server_factory is not None
+
+        async def serve() -> None:
+            loop = asyncio.get_running_loop()
+            try:
+                self._envoy_server = await loop.create_server(server_factory, sock=sock, ssl=self._envoy_ssl)
+            except BaseException:
+                sock.close()
+                raise
+            log.info("simulator_envoy_started", port=self._envoy_port)
+
+        self._pending_listen = asyncio.get_running_loop().create_task(serve())
+
+    # ------------------------------------------------------------------------------------------ tokens
+
+    def issue_token(
+        self, token_type: str = "owner", lifetime: float | None = None, serial: str | None = None
+    ) -> str:
+        """A JWT signed like the fake cloud signs them (for this Envoy unless `serial` says otherwise)."""
+        return self._tokens.issue(
+            token_type=token_type,
+            lifetime=self.config.token_lifetime if lifetime is None else lifetime,
+            serial=serial,
+            username=self.enlighten_username,
+        )
+
+    def _cloud_token(self, serial: str, username: str) -> str:
+        return self._tokens.issue(
+            token_type=self.config.token_type,
+            lifetime=self.config.token_lifetime,
+            serial=serial,
+            username=username,
+        )
+
+    @property
+    def _tokens(self) -> TokenAuthority:
+        if self._authority is None:
+            raise RuntimeError("the simulator is not started")
+        return self._authority
+
+    @property
+    def legacy_envoy_password(self) -> str:
+        return self.config.legacy_password or envoy_user_password(self.serial)
+
+    @property
+    def installer_password(self) -> str:
+        return installer_password(self.serial)
+
+    # ------------------------------------------------------------------------------------------ HTTP
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path.startswith(CONTROL_PREFIX):
+            return await self._control(request)
+        self.requests[request.path_qs] += 1
+        decision = self.faults.next_request()
+        if decision.delay > 0:
+            await asyncio.sleep(decision.delay)
+        if decision.drop:
+            return self._drop(request)
+        if decision.unauthorized:
+            return self._unauthorized()
+        if decision.server_error is not None:
+            status = decision.server_error
+            return web.Response(
+                status=status, body=SERVER_ERROR_HTML.format(status=status).encode(), content_type=HTML_TYPE
+            )
+
+        if self.token_auth:
+            if path == CHECK_JWT:
+                return self._check_jwt(request)
+            if path not in _TOKEN_OPEN_PATHS and not self._token_ok(request):
+                return self._unauthorized()
+        elif self._legacy_protected(path) and not self._digest_ok(request):
+            return self._unauthorized()
+
+        assert self._source is not None
+        answer = self._source.respond(path, request.query_string)
+        if decision.malformed and answer.status == 200:
+            answer = _truncated(answer)
+        return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
+
+    def _token_ok(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip() and self._tokens.validate(token.strip()) is not None:
+            return True
+        return self._tokens.use_session(request.cookies.get(SESSION_COOKIE))
+
+    def _check_jwt(self, request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or self._tokens.validate(token.strip()) is None:
+            return self._unauthorized()
+        response = web.Response(body=VALID_TOKEN_HTML.encode(), content_type=HTML_TYPE)
+        response.set_cookie(SESSION_COOKIE, self._tokens.open_session(), path="/", secure=True, httponly=True)
+        return response
+
+    @staticmethod
+    def _legacy_protected(path: str) -> bool:
+        return path in _LEGACY_PROTECTED_PATHS or path.startswith(_LEGACY_PROTECTED_PREFIXES)
+
+    def _digest_ok(self, request: web.Request) -> bool:
+        assert self._digest is not None
+        user = self._digest.verify(request.method, request.path_qs, request.headers.get("Authorization"))
+        return user is not None
+
+    def _unauthorized(self) -> web.Response:
+        if self.token_auth:
+            return web.Response(status=401, body=UNAUTHORIZED_HTML.encode(), content_type=HTML_TYPE)
+        assert self._digest is not None
+        return web.Response(
+            status=401,
+            body=json.dumps(LEGACY_UNAUTHORIZED_JSON).encode(),
+            content_type=JSON_TYPE,
+            headers={"WWW-Authenticate": self._digest.challenge()},
+        )
+
+    @staticmethod
+    def _drop(request: web.Request) -> web.Response:
+        if request.transport is not None:
+            request.transport.abort()
+        # Nothing reaches the client; aiohttp discards this answer on the aborted transport.
+        return web.Response(status=500)
+
+    # ------------------------------------------------------------------------------------------ control
+
+    async def _control(self, request: web.Request) -> web.StreamResponse:
+        if request.remote not in _LOOPBACK:
+            return web.json_response({"error": "the control endpoint only answers loopback"}, status=403)
+        if request.path == "/__sim/stats" and request.method == "GET":
+            return web.json_response(
+                {
+                    "requests": dict(self.requests),
+                    "cloud_calls": dict(self.cloud_calls),
+                    "faults": self.faults.snapshot(),
+                    "serial": self.serial,
+                    "firmware": self.firmware,
+                }
+            )
+        if request.path == "/__sim/faults" and request.method == "POST":
+            try:
+                body = json.loads(await request.text())
+                if not isinstance(body, dict):
+                    raise ValueError("body must be a JSON object")
+                kind = str(body["fault"])
+                count = body.get("count")
+                options = {k: v for k, v in body.items() if k not in ("fault", "count")}
+                if kind == "offline":
+                    return await self._control_offline(request, options)
+                self.faults.apply(kind, None if count is None else int(count), **options)
+            except (ValueError, KeyError, TypeError) as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response({"ok": True, "faults": self.faults.snapshot()})
+        return web.json_response({"error": "unknown control endpoint"}, status=404)
+
+    async def _control_offline(self, request: web.Request, options: dict[str, Any]) -> web.StreamResponse:
+        """Answer first, then go offline; with `seconds`, come back by itself (HTTP cannot clear it)."""
+        response = web.json_response({"ok": True, "offline": True})
+        await response.prepare(request)
+        await response.write_eof()
+        self.faults.offline()
+        seconds = options.get("seconds")
+        if seconds is not None:
+
+            async def come_back() -> None:
+                await asyncio.sleep(float(seconds))
+                self.faults.clear()
+
+            task = asyncio.get_running_loop().create_task(come_back())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return response
+
+
+def _truncated(answer: EnvoyResponse) -> EnvoyResponse:
+    body = answer.body
+    cut = max(1, len(body) // 2)
+    return EnvoyResponse(
+        200, body[:cut], JSON_TYPE if answer.content_type == JSON_TYPE else answer.content_type
+    )
