@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .features import detect_features
+from .system import normalize_system
 
-__all__ = ["detect_features"]
+__all__ = ["detect_features", "normalize_system"]
