@@ -119,6 +119,7 @@ class TokenManager:
 
     def note_success(self) -> None:
         """A data request succeeded with the current token: the 401 episode is over."""
+        self._validated = True  # the Envoy just accepted it
         if self._unauthenticated or self._auth_failures or self._rechecked or self._refreshed:
             if self._unauthenticated:
                 self._log.info("envoy_authenticated_again")
