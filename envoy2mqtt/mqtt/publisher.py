@@ -1,0 +1,387 @@
+"""The MQTT side: one aiomqtt connection, Last Will, reconnect loop, last-state replay.
+
+What the publisher guarantees:
+
+- Nothing is published before the broker's CONNACK (aiomqtt's ``async with`` waits for it).
+- The Last Will sets ``<base>/bridge/availability`` to ``offline`` (retained, QoS 1); ``online`` is
+  published retained after every successful connect, before anything else.
+- After each (re)connect: bridge ``online``, then ``on_connect()`` (the supervisor pushes discovery
+  and Envoy availability there), then every discovery config, then every last state.
+- ``publish()`` never blocks. The latest payload per topic is remembered (a dict: memory stays bounded
+  by the number of topics, and a value that was replaced while offline is never sent).
+- Home Assistant's birth message (``<prefix>/status`` = ``online``) triggers one republish of every
+  config and last state after a random 1-5 s delay; births in a row share one republish.
+- Lost connections are retried forever with capped, jittered exponential backoff. Only a broker that
+  refuses us for good (bad credentials, not authorized) ends ``run()`` with ``MqttError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import secrets
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import aiomqtt
+import structlog
+from aiomqtt.exceptions import MqttConnectError
+
+from envoy2mqtt.clock import SYSTEM_CLOCK, Clock
+from envoy2mqtt.config import MqttSettings
+from envoy2mqtt.errors import MqttError
+from envoy2mqtt.model import Payload
+from envoy2mqtt.mqtt.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+MAX_BACKOFF = 60.0
+HA_BIRTH_DELAY = (1.0, 5.0)
+SHUTDOWN_TIMEOUT = 10.0
+
+# CONNACK reason codes after which retrying cannot help (MQTT 5 numbering; paho maps the 3.1.1 codes
+# 2, 4 and 5 onto 133, 134 and 135): bad client id, bad credentials, not authorized, banned, bad auth method.
+_FATAL_REASON_CODES = frozenset({133, 134, 135, 138, 140})
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    payload: bytes
+    retain: bool
+    qos: int
+
+
+def encode_payload(payload: Payload | str | bytes) -> bytes:
+    """JSON objects compactly, text as UTF-8, bytes as given. NaN and infinities raise ValueError."""
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _refusal_reason(exc: MqttConnectError) -> str | None:
+    """The reason when the broker refused the connection for good, else None (worth retrying)."""
+    value = getattr(exc.rc, "value", exc.rc)
+    if isinstance(value, int) and value in _FATAL_REASON_CODES:
+        return str(exc.rc).lower()
+    return None
+
+
+def _tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    tls = settings.tls
+    if not tls.enabled:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file is not None:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise MqttError(f"cannot load the MQTT TLS files (mqtt.tls): {exc}") from None
+    if tls.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Publisher:
+    """Owns the MQTT connection; the rest of the bridge only calls the non-blocking ``publish``."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        topics: Topics,
+        clock: Clock = SYSTEM_CLOCK,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+        *,
+        initial_backoff: float = 1.0,
+        max_backoff: float = MAX_BACKOFF,
+        ha_birth_delay: tuple[float, float] = HA_BIRTH_DELAY,
+    ) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._clock = clock
+        self._on_connect = on_connect
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._ha_birth_delay = ha_birth_delay
+        self._client_id = settings.client_id or f"envoy2mqtt-{secrets.token_hex(4)}"
+        self._tls = _tls_context(settings)
+
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self.messages_published = 0
+        self.ha_births = 0  # Home Assistant birth messages seen
+        self.ha_republishes = 0  # republishes those births triggered (debounced)
+
+        self._configs: dict[str, _Message] = {}  # discovery configs, retained
+        self._states: dict[str, _Message] = {}  # the last state per topic
+        self._outbox: dict[str, _Message] = {}  # to send on the current connection, oldest first
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._client: aiomqtt.Client | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._birth_task: asyncio.Task[None] | None = None
+        self._birth_deadline = 0.0
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._running = False
+        self._finished = asyncio.Event()
+
+    # ---------------------------------------------------------------- the non-blocking surface
+
+    def publish(self, topic: str, payload: Payload | str | bytes, retain: bool | None = None) -> None:
+        """Remember ``payload`` as the last state of ``topic`` and send it now, or after the next connect."""
+        message = _Message(
+            encode_payload(payload),
+            self._settings.retain if retain is None else retain,
+            self._settings.qos,
+        )
+        if self._stopping:
+            return
+        self._states[topic] = message
+        if self.connected.is_set():
+            self._enqueue(topic, message)
+        else:
+            self._outbox.pop(topic, None)  # a pending clear is superseded by the new value
+
+    def set_config(self, topic: str, payload: Payload) -> None:
+        """Remember a discovery config (retained, QoS 1); never sent when discovery is disabled."""
+        if not self._settings.discovery or self._stopping:
+            return
+        message = _Message(encode_payload(payload), True, 1)
+        self._configs[topic] = message
+        if self.connected.is_set():
+            self._enqueue(topic, message)
+        else:
+            self._outbox.pop(topic, None)
+
+    def clear(self, topic: str) -> None:
+        """Publish an empty retained payload (the broker drops its retained copy), then forget the topic."""
+        self._configs.pop(topic, None)
+        self._states.pop(topic, None)
+        if self._stopping:
+            return
+        # Kept across disconnects: a clear must reach the broker even if we are offline right now.
+        self._enqueue(topic, _Message(b"", True, 1))
+
+    async def republish_all(self) -> None:
+        """Send every config, then every last state; returns once they are sent or the connection is lost."""
+        if not self.connected.is_set() or self._stopping:
+            return
+        self._enqueue_replay()
+        await self._drained.wait()
+
+    # ---------------------------------------------------------------- the connection loop
+
+    async def run(self) -> None:
+        """Connect, keep connected, reconnect; returns after ``shutdown()``, raises MqttError if refused."""
+        if self._running:
+            raise RuntimeError("Publisher.run() is already running")
+        self._running = True
+        self._finished.clear()
+        failures = 0
+        ever_connected = False
+        try:
+            while not self._stop_requested():
+                try:
+                    client = self._new_client()
+                    async with client:
+                        if ever_connected:
+                            self.reconnects += 1
+                        ever_connected = True
+                        failures = 0
+                        log.info(
+                            "mqtt connected",
+                            host=self._settings.host,
+                            port=self._settings.port,
+                            reconnects=self.reconnects,
+                        )
+                        await self._session(client)
+                    if self._stop_requested():
+                        break
+                except MqttConnectError as exc:
+                    reason = _refusal_reason(exc)
+                    if reason is not None:
+                        raise MqttError(
+                            f"the MQTT broker {self._settings.host}:{self._settings.port} refused the "
+                            f"connection: {reason} (check mqtt.username, mqtt.password and the broker's ACL)"
+                        ) from None
+                    self._connection_lost(exc)
+                except (aiomqtt.MqttError, OSError) as exc:
+                    self._connection_lost(exc)
+                if self._stop_requested():
+                    break
+                delay = self._backoff(failures)
+                failures += 1
+                log.info("mqtt reconnecting", delay=round(delay, 2), attempt=failures)
+                await self._sleep_unless_stopped(delay)
+        finally:
+            self._disconnected()
+            self._running = False
+            self._finished.set()
+
+    async def shutdown(self, offline_topics: Iterable[str]) -> None:
+        """Publish ``offline`` (retained, QoS 1) on these topics and the bridge's, then disconnect cleanly."""
+        self._stopping = True
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        client = self._client
+        if client is not None and self.connected.is_set():
+            topics = [*dict.fromkeys(offline_topics), self._topics.bridge_availability]
+            try:
+                for topic in topics:
+                    await client.publish(topic, OFFLINE, qos=1, retain=True, timeout=SHUTDOWN_TIMEOUT)
+                    self.messages_published += 1
+            except aiomqtt.MqttError as exc:
+                log.warning("mqtt shutdown: could not publish offline", error=str(exc))
+        self._stop.set()
+        if self._running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), SHUTDOWN_TIMEOUT)
+
+    # ---------------------------------------------------------------- internals
+
+    def _stop_requested(self) -> bool:
+        return self._stopping
+
+    def _new_client(self) -> aiomqtt.Client:
+        s = self._settings
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username or None,
+            password=s.password.get_secret_value() or None,
+            identifier=self._client_id,
+            will=aiomqtt.Will(self._topics.bridge_availability, OFFLINE, qos=1, retain=True),
+            keepalive=s.keepalive,
+            tls_context=self._tls,
+            timeout=30,
+        )
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await client.publish(self._topics.bridge_availability, ONLINE, qos=1, retain=True)
+        self.messages_published += 1
+        if self._settings.discovery:
+            await client.subscribe(self._topics.ha_status, qos=1)
+        # Entries left from the last connection are clears only (states are replayed below).
+        self._outbox = {t: m for t, m in self._outbox.items() if not m.payload}
+        self._client = client
+        self.connected.set()
+        try:
+            await self._serve(client)
+        except BaseExceptionGroup as group:
+            # The listener or the sender lost the connection: surface that as one plain MqttError.
+            lost, other = group.split((aiomqtt.MqttError, OSError))
+            if lost is None or other is not None:
+                raise
+            raise _first_leaf(lost) from None
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        async with asyncio.TaskGroup() as group:
+            listener = group.create_task(self._listen(client))
+            self._sender = group.create_task(self._send(client))
+            if self._on_connect is not None:
+                try:
+                    await self._on_connect()
+                except Exception:
+                    log.exception("mqtt on_connect callback failed")
+            self._enqueue_replay()
+            await self._stop.wait()
+            listener.cancel()
+            self._sender.cancel()
+
+    def _connection_lost(self, exc: BaseException) -> None:
+        self._disconnected()
+        if not self._stopping:
+            log.warning(
+                "mqtt connection lost" if self.messages_published else "mqtt connection failed",
+                host=self._settings.host,
+                port=self._settings.port,
+                error=str(exc) or type(exc).__name__,
+            )
+
+    def _disconnected(self) -> None:
+        self.connected.clear()
+        self._client = None
+        self._sender = None
+        self._drained.set()
+        if self._birth_task is not None:
+            self._birth_task.cancel()
+            self._birth_task = None
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(self._max_backoff, self._initial_backoff * (2**failures))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+
+    def _enqueue(self, topic: str, message: _Message) -> None:
+        self._outbox.pop(topic, None)  # the newest value goes to the end of the line
+        self._outbox[topic] = message
+        self._drained.clear()
+        self._wakeup.set()
+
+    def _enqueue_replay(self) -> None:
+        """Every config, then every last state; one already waiting in the outbox keeps its place."""
+        for source in (self._configs, self._states):
+            for topic, message in list(source.items()):
+                if self._outbox.get(topic) is not message:
+                    self._enqueue(topic, message)
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._wakeup.wait()
+            while self._outbox:
+                topic, message = next(iter(self._outbox.items()))
+                await client.publish(topic, message.payload, qos=message.qos, retain=message.retain)
+                self.messages_published += 1
+                if self._outbox.get(topic) is message:
+                    del self._outbox[topic]
+            self._wakeup.clear()
+            self._drained.set()
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            if message.topic.matches(self._topics.ha_status) and message.payload in (ONLINE, "online"):
+                self._home_assistant_born()
+
+    def _home_assistant_born(self) -> None:
+        self.ha_births += 1
+        low, high = self._ha_birth_delay
+        self._birth_deadline = self._clock.monotonic() + random.uniform(low, high)
+        if self._birth_task is None or self._birth_task.done():
+            log.info("home assistant started: republishing discovery and states soon")
+            self._birth_task = asyncio.get_running_loop().create_task(self._republish_after_birth())
+
+    async def _republish_after_birth(self) -> None:
+        # Later births push the deadline out, so a burst of births ends in one republish; a birth that
+        # arrives while the republish runs gets its own (Home Assistant may have restarted again).
+        while True:
+            while (remaining := self._birth_deadline - self._clock.monotonic()) > 0:
+                await self._clock.sleep(remaining)
+            seen = self.ha_births
+            self.ha_republishes += 1
+            await self.republish_all()
+            if self.ha_births == seen:
+                return
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
