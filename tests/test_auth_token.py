@@ -19,7 +19,7 @@ from envoy2mqtt.config import CloudSettings, EnvoySettings, TokenSettings
 from envoy2mqtt.envoy import endpoints
 from envoy2mqtt.envoy.auth.store import TokenStore
 from envoy2mqtt.envoy.client import EnvoyClient
-from envoy2mqtt.errors import EnvoyAuthError, MfaRequired, TokenRejected
+from envoy2mqtt.errors import EnvoyAuthError, MfaRequired, TokenRefreshError, TokenRejected
 from envoy2mqtt.simulator import Simulator, SimulatorConfig
 from tests.conftest import require_capture
 
@@ -438,3 +438,16 @@ async def test_firmware_check_interval_and_change(
         assert client.info.firmware == sim.firmware
         assert client.features is None  # the caller must probe again
         await client.get_json(DATA)
+
+
+async def test_cloud_certificate_is_verified(
+    sim: Simulator, tmp_path: Path, clock: JumpClock, secrets: Secrets
+) -> None:
+    secrets.add(sim.enlighten_password)
+    untrusted = CloudSettings(login_url=sim.login_url, token_url=sim.token_url, timeout=10)  # no test CA
+    settings = envoy_settings(sim)
+    async with EnvoyClient(settings, untrusted, TokenSettings(), tmp_path, clock) as client:
+        with pytest.raises(TokenRefreshError, match="unreachable") as info:
+            await client.connect()
+        secrets.error(info.value)
+    assert sum(sim.cloud_calls.values()) == 0  # the TLS handshake failed before any request
