@@ -451,3 +451,26 @@ async def test_cloud_certificate_is_verified(
             await client.connect()
         secrets.error(info.value)
     assert sum(sim.cloud_calls.values()) == 0  # the TLS handshake failed before any request
+
+
+async def test_force_refresh(sim: Simulator, tmp_path: Path, clock: JumpClock, secrets: Secrets) -> None:
+    async with make_client(sim, tmp_path, clock, secrets) as client:
+        await client.connect()
+        manager = client.token_manager
+        assert manager is not None
+        clock.advance(10)
+        await manager.force_refresh()
+        assert sim.cloud_calls["tokens"] == 2
+        sim.cloud.down = True
+        with pytest.raises(TokenRefreshError) as info:
+            await manager.force_refresh()
+        secrets.error(info.value)
+        await client.get_json(DATA)  # the current token stays in use
+    token = sim.issue_token()
+    secrets.add(token)
+    other_dir = tmp_path / "pasted"
+    async with make_client(sim, other_dir, clock, secrets, cloud=False, token=SecretStr(token)) as c:
+        await c.connect()
+        assert c.token_manager is not None
+        with pytest.raises(TokenRefreshError, match="enlighten_username"):
+            await c.token_manager.force_refresh()

@@ -369,6 +369,20 @@ class TokenManager:
                 reason = "the Envoy still refuses a freshly validated token"
             raise self._mark_unauthenticated(reason)
 
+    async def force_refresh(self) -> str:
+        """Fetch, validate and store a new token now (`envoy2mqtt token refresh`); TokenError on failure.
+
+        An explicit request from the operator, so the backoff of automatic attempts does not apply;
+        the current token is kept when it fails.
+        """
+        async with self._queue.slot():
+            if not self.envoy.has_cloud_credentials:
+                raise TokenRefreshError(
+                    "cannot get a new token without envoy.enlighten_username and envoy.enlighten_password"
+                )
+            self._cloud_retry_at = 0.0
+            return await self._fetch_from_cloud()
+
     async def refresh_if_due(self) -> bool:
         """Proactive renewal before expiry; True when a new token was stored.
 
