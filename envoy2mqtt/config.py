@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -236,8 +244,8 @@ class Settings(BaseSettings):
     def _envoys(self) -> Settings:
         if not self.envoy:
             raise ValueError(
-                "no Envoy configured: add an [[envoy]] table with host = \"<address>\" "
-                "(or set ENVOY2MQTT_ENVOY='[{\"host\": \"<address>\"}]')"
+                'no Envoy configured: add an [[envoy]] table with host = "<address>" '
+                '(or set ENVOY2MQTT_ENVOY=\'[{"host": "<address>"}]\')'
             )
         names = [e.name or e.host for e in self.envoy]
         if len(set(names)) != len(names):

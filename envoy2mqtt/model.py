@@ -71,6 +71,7 @@ class _Reading:
 
     __slots__ = ()
     present: frozenset[str]
+    problems: tuple[str, ...]
 
     def payload(self) -> Payload:
         out: Payload = {}

@@ -42,7 +42,7 @@ def test_example_config_loads_and_documents_every_key() -> None:
                 assert isinstance(value, dict)
                 check(annotation, value, f"{where}{name}.")
 
-    top = {k: v for k, v in document.items()}
+    top = dict(document.items())
     top["envoy"] = top["envoy"][0]
     for name, field in Settings.model_fields.items():
         assert name in top, f"config.example.toml lacks {name}"

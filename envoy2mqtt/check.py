@@ -1,0 +1,193 @@
+"""`envoy2mqtt check` and `envoy2mqtt token`: one Envoy, read once, shown to a person or a script."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .clock import SYSTEM_CLOCK, iso_utc
+from .config import EnvoySettings, Settings
+from .envoy import endpoints
+from .envoy.client import EnvoyClient
+from .errors import EnvoyError
+from .model import Payload, RawDeviceData, RawSystemData
+from .normalize import normalize_devices, normalize_meters, normalize_system
+
+
+async def _optional(client: EnvoyClient, path: str, wanted: bool) -> Any:
+    if not wanted:
+        return None
+    try:
+        return await client.get_json(path)
+    except EnvoyError:
+        return None
+
+
+async def check_envoy(envoy: EnvoySettings, settings: Settings) -> dict[str, Any]:
+    """Connect, authenticate, probe, read every cadence once; the contract's payloads, nothing secret."""
+    async with EnvoyClient(envoy, settings.enphase_cloud, settings.token, settings.state_dir) as client:
+        info = await client.connect()
+        features = await client.probe()
+        present = features.endpoints
+        production_json = await _optional(
+            client, endpoints.PRODUCTION_JSON, endpoints.PRODUCTION_JSON in present
+        )
+        raw_system = RawSystemData(
+            production_json=production_json,
+            api_v1_production=await _optional(
+                client,
+                endpoints.API_V1_PRODUCTION,
+                endpoints.API_V1_PRODUCTION in present and not features.production_ct,
+            ),
+            meters=client.probe_bodies.get(endpoints.METERS),
+            meters_readings=await _optional(client, endpoints.METERS_READINGS, bool(features.ct_meters)),
+            ensemble_power=await _optional(client, endpoints.ENSEMBLE_POWER, features.iq_batteries),
+            ensemble_secctrl=await _optional(
+                client,
+                endpoints.ENSEMBLE_SECCTRL,
+                features.iq_batteries and endpoints.ENSEMBLE_SECCTRL in present,
+            ),
+            ensemble_inventory=client.probe_bodies.get(endpoints.ENSEMBLE_INVENTORY),
+        )
+        raw_devices = RawDeviceData(
+            inverters=await _optional(
+                client, endpoints.API_V1_INVERTERS, endpoints.API_V1_INVERTERS in present
+            ),
+            device_data=await _optional(client, endpoints.DEVICE_DATA, features.detailed_inverters),
+            inventory=await _optional(client, endpoints.INVENTORY, features.inventory),
+            ensemble_inventory=client.probe_bodies.get(endpoints.ENSEMBLE_INVENTORY),
+            ensemble_power=raw_system.ensemble_power,
+            production_json=production_json,
+        )
+        system = normalize_system(raw_system, info, features)
+        meters = normalize_meters(raw_system, features)
+        devices = normalize_devices(raw_devices, features)
+        status = client.auth_status
+        gateway: Payload = {
+            "serial": info.serial,
+            "part_number": info.part_number,
+            "firmware": info.firmware,
+            "metered": features.metered,
+            "ct_meters": list(features.ct_meters),
+            "phase_count": features.phase_count,
+            "auth_mode": info.auth_mode,
+        }
+        if info.auth_mode == "token":
+            gateway["token_type"] = status.token_type
+            gateway["token_expires_at"] = (
+                iso_utc(status.token_expires_at) if status.token_expires_at is not None else None
+            )
+        gateway["last_poll_ok"] = iso_utc(SYSTEM_CLOCK.time())
+        gateway["last_error"] = None
+        problems = sorted(
+            {
+                *system.problems,
+                *devices.problems,
+                *(p for m in meters for p in m.problems),
+                *(p for d in (*devices.inverters, *devices.batteries) for p in d.problems),
+            }
+        )
+        return {
+            "envoy": envoy.label,
+            "features": {
+                "endpoints": sorted(features.endpoints),
+                "production_ct": features.production_ct,
+                "total_consumption": features.total_consumption,
+                "net_consumption": features.net_consumption,
+                "acb": features.acb,
+                "iq_batteries": features.iq_batteries,
+                "enpower": features.enpower,
+                "detailed_inverters": features.detailed_inverters,
+                "inventory": features.inventory,
+            },
+            "gateway": gateway,
+            "system": system.payload(),
+            "meters": {m.serial: m.payload() for m in meters},
+            "inverters": {r.serial: r.payload() for r in devices.inverters},
+            "batteries": {r.serial: r.payload() for r in devices.batteries},
+            "problems": problems,
+        }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _table(title: str, rows: dict[str, Any]) -> list[str]:
+    if not rows:
+        return []
+    width = max(len(k) for k in rows)
+    return [title, *(f"  {k.ljust(width)}  {_fmt(v)}" for k, v in rows.items()), ""]
+
+
+def render_text(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"{result['envoy']}: FAILED — {result['error']}"
+    lines = [f"Envoy {result['envoy']}: OK", ""]
+    gateway = dict(result["gateway"])
+    lines += _table("Gateway", gateway)
+    features = dict(result["features"])
+    features["endpoints"] = list(features["endpoints"])
+    features["inverters"] = len(result["inverters"])
+    features["batteries"] = len(result["batteries"])
+    lines += _table("Features", features)
+    lines += _table("System (what the bridge publishes on <base>/<serial>/system)", result["system"])
+    for ct, payload in result["meters"].items():
+        lines += _table(f"CT meter {ct}", payload)
+    inverters = result["inverters"]
+    if inverters:
+        lines.append(f"Microinverters ({len(inverters)})")
+        for serial, payload in inverters.items():
+            lines.append(
+                f"  {serial}  power {_fmt(payload.get('power'))} W  max {_fmt(payload.get('max_power'))} W  "
+                f"producing {_fmt(payload.get('producing'))}  communicating {_fmt(payload.get('communicating'))}"
+            )
+        lines.append("")
+    for serial, payload in result["batteries"].items():
+        lines += _table(f"Battery {serial}", payload)
+    if result["problems"]:
+        lines += _table(
+            "Data problems (values published as null)",
+            {str(i + 1): p for i, p in enumerate(result["problems"])},
+        )
+    return "\n".join(lines).rstrip()
+
+
+async def token_command(settings: Settings, action: str, *, show: bool) -> int:
+    """Show the stored token's type and expiry, or fetch a new one."""
+    worst = 0
+    for envoy in settings.envoy:
+        async with EnvoyClient(envoy, settings.enphase_cloud, settings.token, settings.state_dir) as client:
+            info = await client.connect()
+            manager = client.token_manager
+            if info.auth_mode != "token" or manager is None:
+                print(f"{envoy.label}: firmware {info.firmware} uses legacy digest authentication (no token)")
+                continue
+            if action == "refresh":
+                await manager.force_refresh()
+            status = client.auth_status
+            expires = iso_utc(status.token_expires_at) if status.token_expires_at is not None else "unknown"
+            days = (
+                f" ({(status.token_expires_at - SYSTEM_CLOCK.time()) / 86400:.1f} days left)"
+                if status.token_expires_at is not None
+                else ""
+            )
+            print(
+                f"{envoy.label}: serial {info.serial}, {status.token_type or 'unknown'} token, expires {expires}{days}"
+            )
+            if not status.ok:
+                print(f"  problem: {status.reason}", file=sys.stderr)
+                worst = 3
+            if show:
+                print(f"  token: {await manager.get_token()}")
+    return worst

@@ -1,0 +1,565 @@
+"""One Envoy's life in the daemon: connect, probe, the 1-minute and 5-minute cadences, publishing.
+
+Every request goes through the Envoy client's single queue; the two cadences tick at a fixed rate on
+the monotonic clock and skip ticks instead of piling up. A failing endpoint is logged once and
+skipped while the other readings still flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from .clock import SYSTEM_CLOCK, Clock, iso_utc
+from .config import EnvoySettings, PollingSettings, Settings
+from .counters import CounterGuard
+from .entities import daily_keys, lifetime_keys
+from .envoy import endpoints
+from .envoy.client import EnvoyClient
+from .errors import (
+    BadEnvoyData,
+    EnvoyAuthError,
+    EnvoyError,
+    EnvoyHttpError,
+    EnvoyNotFound,
+    EnvoyUnreachable,
+    TokenError,
+)
+from .metrics import Metrics
+from .model import EnvoyInfo, Features, Payload, RawDeviceData, RawSystemData
+from .mqtt.discovery import GatewayDescription, battery_config, gateway_config, inverter_config
+from .mqtt.publisher import Publisher
+from .mqtt.topics import Topics
+from .normalize import normalize_devices, normalize_meters, normalize_system
+from .state import StateFile
+
+log = structlog.get_logger(__name__)
+
+GATEWAY_REPUBLISH_INTERVAL = 300.0
+CONNECT_BACKOFF_CAP = 300.0
+
+
+def error_kind(exc: BaseException) -> str:
+    if isinstance(exc, EnvoyAuthError | TokenError):
+        return "auth"
+    if isinstance(exc, EnvoyUnreachable):
+        return "unreachable"
+    if isinstance(exc, BadEnvoyData):
+        return "bad_data"
+    if isinstance(exc, EnvoyHttpError):
+        return "http"
+    return "other"
+
+
+def short_error(exc: BaseException) -> str:
+    """A one-line reason for `gateway.last_error`; messages of our own errors never carry secrets."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+async def run_at_fixed_rate(
+    interval: float,
+    tick: Callable[[], Awaitable[None]],
+    clock: Clock,
+    *,
+    jitter: float = 0.0,
+    first_delay: float = 0.0,
+) -> None:
+    """Call `tick` at start + n × interval; a slow tick skips the ticks it overran."""
+    start = clock.monotonic() + first_delay + (random.uniform(0, jitter) if jitter > 0 else 0.0)
+    n = 0
+    while True:
+        await clock.sleep(start + n * interval - clock.monotonic())
+        await tick()
+        elapsed_ticks = math.floor((clock.monotonic() - start) / interval)
+        n = max(n + 1, elapsed_ticks + 1)
+
+
+@dataclass
+class _Once:
+    """Log each distinct problem once, until it goes away and comes back."""
+
+    seen: set[str] = field(default_factory=set)
+
+    def new(self, problems: Iterable[str]) -> list[str]:
+        current = set(problems)
+        fresh = sorted(current - self.seen)
+        self.seen = current
+        return fresh
+
+
+class EnvoyPoller:
+    """Owns one Envoy: its client, its counters, its availability and everything it publishes."""
+
+    def __init__(
+        self,
+        envoy: EnvoySettings,
+        settings: Settings,
+        publisher: Publisher,
+        topics: Topics,
+        metrics: Metrics | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        client: EnvoyClient | None = None,
+    ) -> None:
+        self.envoy = envoy
+        self.settings = settings
+        self.polling: PollingSettings = settings.polling
+        self.publisher = publisher
+        self.topics = topics
+        self.metrics = metrics
+        self.clock = clock
+        self.client = client or EnvoyClient(
+            envoy, settings.enphase_cloud, settings.token, settings.state_dir, clock=clock
+        )
+        self.log = log.bind(envoy=envoy.label)
+        self.envoy_id: str | None = envoy.serial or None
+        self.info: EnvoyInfo | None = None
+        self.features: Features | None = None
+        self.guard: CounterGuard | None = None
+        self.failures = 0
+        self.available: bool | None = None
+        self.last_error: str | None = None
+        self.last_poll_ok: float | None = None
+        self.last_success_monotonic: dict[str, float] = {}
+        self.poll_duration: float | None = None
+        self.system_payload: Payload | None = None
+        self.meter_payloads: dict[str, Payload] = {}
+        self.inverter_payloads: dict[str, Payload] = {}
+        self.battery_payloads: dict[str, Payload] = {}
+        self._last_production_json: Any = None
+        self._last_ensemble_inventory: Any = None
+        self._gateway_published: Payload | None = None
+        self._gateway_published_at = -math.inf
+        self._announced_gateway: Payload | None = None
+        self._announced_children: dict[str, Payload] = {}
+        self._problems = {"system": _Once(), "devices": _Once(), "endpoints": _Once()}
+        self._corrections: list[str] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Connect (with backoff), probe, then run both cadences until cancelled."""
+        try:
+            await self._connect_with_backoff()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(
+                    run_at_fixed_rate(
+                        self.polling.system_interval,
+                        self._system_tick,
+                        self.clock,
+                        jitter=min(5.0, self.polling.system_interval / 10),
+                    )
+                )
+                group.create_task(
+                    run_at_fixed_rate(
+                        self.polling.device_interval,
+                        self._device_tick,
+                        self.clock,
+                        jitter=min(5.0, self.polling.device_interval / 10),
+                    )
+                )
+        finally:
+            if self.guard is not None:
+                self.guard.flush()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _connect_with_backoff(self) -> None:
+        delay = 5.0
+        while True:
+            try:
+                await self._connect()
+                return
+            except (EnvoyError, TokenError) as exc:
+                self._record_failure(exc, "connect")
+                wait = delay * random.uniform(0.8, 1.2)
+                self.log.warning(
+                    "envoy not ready, retrying", reason=short_error(exc), retry_in=round(wait, 1)
+                )
+                await self.clock.sleep(wait)
+                delay = min(delay * 2, CONNECT_BACKOFF_CAP)
+
+    async def _connect(self) -> None:
+        info = await self.client.connect()
+        self._adopt_info(info)
+        self.features = await self.client.probe()
+        self.log.info(
+            "envoy ready",
+            serial=info.serial,
+            firmware=info.firmware,
+            auth=info.auth_mode,
+            ct_meters=list(self.features.ct_meters),
+            phases=self.features.phase_count,
+            detailed_inverters=self.features.detailed_inverters,
+        )
+        await self._adopt_timezone()
+
+    def _adopt_info(self, info: EnvoyInfo) -> None:
+        self.info = info
+        if self.envoy_id is None:
+            self.envoy_id = info.serial
+        if self.guard is None:
+            self.guard = CounterGuard(
+                StateFile(self.settings.state_dir / f"counters-{self.envoy_id}.json"),
+                self.envoy.timezone or None,
+            )
+            self.log = self.log.bind(serial=self.envoy_id)
+
+    async def _adopt_timezone(self) -> None:
+        if self.envoy.timezone or self.guard is None:
+            return
+        try:
+            home = await self.client.get_json(endpoints.HOME)
+        except EnvoyError:
+            return
+        timezone = home.get("timezone") if isinstance(home, dict) else None
+        if isinstance(timezone, str) and timezone:
+            self.guard.set_timezone(timezone)
+
+    # ------------------------------------------------------------------ cadences
+
+    async def _fetch(self, path: str, cadence: str) -> Any:
+        """One endpoint; None when it failed (logged once). Auth/unreachable errors propagate."""
+        started = time.perf_counter()
+        try:
+            body = await self.client.get_json(path)
+        except (EnvoyAuthError, TokenError, EnvoyUnreachable):
+            raise
+        except (EnvoyNotFound, BadEnvoyData, EnvoyHttpError) as exc:
+            if self.metrics is not None:
+                self.metrics.poll_errors.labels(envoy=self.envoy_id or "", kind=error_kind(exc)).inc()
+            for problem in self._problems["endpoints"].new([f"{path}: {short_error(exc)}"]):
+                self.log.warning("endpoint skipped", cadence=cadence, problem=problem)
+            return None
+        finally:
+            if self.metrics is not None:
+                self.metrics.poll_duration.labels(envoy=self.envoy_id or "", endpoint=path).observe(
+                    time.perf_counter() - started
+                )
+        return body
+
+    async def _maybe_refresh_firmware(self) -> None:
+        if await self.client.refresh_firmware_if_due():
+            assert self.client.info is not None
+            self._adopt_info(self.client.info)
+            self.features = await self.client.probe()
+            self._announced_gateway = None
+            self.log.info("firmware changed; probed again", firmware=self.client.info.firmware)
+
+    async def _system_tick(self) -> None:
+        started = self.clock.monotonic()
+        try:
+            await self._maybe_refresh_firmware()
+            await self.poll_system()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._record_failure(exc, "system")
+        else:
+            self._record_success("system")
+        self.poll_duration = round(self.clock.monotonic() - started, 3)
+        self._publish_gateway()
+
+    async def _device_tick(self) -> None:
+        try:
+            await self._refresh_token_if_due()
+            await self.poll_devices()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._record_failure(exc, "device")
+        else:
+            self._record_success("device")
+        self._publish_gateway(force=True)
+
+    async def _refresh_token_if_due(self) -> None:
+        manager = self.client.token_manager
+        if manager is None:
+            return
+        try:
+            await manager.refresh_if_due()
+        except TokenError as exc:
+            # the current token still works until it expires: not a poll failure
+            self.log.warning("token refresh failed", reason=short_error(exc))
+
+    async def poll_system(self) -> None:
+        info, features = self.info, self.features
+        if info is None or features is None or self.envoy_id is None:
+            raise EnvoyUnreachable("not connected")
+        present = features.endpoints
+        production_json = api_v1 = readings = power = secctrl = None
+        if endpoints.PRODUCTION_JSON in present:
+            production_json = await self._fetch(endpoints.PRODUCTION_JSON, "system")
+        if endpoints.API_V1_PRODUCTION in present and not features.production_ct:
+            api_v1 = await self._fetch(endpoints.API_V1_PRODUCTION, "system")
+        if features.ct_meters and endpoints.METERS_READINGS in present | {endpoints.METERS_READINGS}:
+            readings = await self._fetch(endpoints.METERS_READINGS, "system")
+        if features.iq_batteries:
+            if endpoints.ENSEMBLE_POWER in present:
+                power = await self._fetch(endpoints.ENSEMBLE_POWER, "system")
+            if endpoints.ENSEMBLE_SECCTRL in present:
+                secctrl = await self._fetch(endpoints.ENSEMBLE_SECCTRL, "system")
+        if production_json is None and api_v1 is None and readings is None:
+            raise BadEnvoyData("no production data could be read this cycle")
+        if production_json is not None:
+            self._last_production_json = production_json
+        raw = RawSystemData(
+            production_json=production_json,
+            api_v1_production=api_v1,
+            meters=self.client.probe_bodies.get(endpoints.METERS),
+            meters_readings=readings,
+            ensemble_power=power,
+            ensemble_secctrl=secctrl,
+            ensemble_inventory=self._last_ensemble_inventory,
+        )
+        reading = normalize_system(raw, info, features)
+        self._log_problems("system", reading.problems)
+        now = self.clock.time()
+        system = self._guard("system", reading.payload(), "system", now)
+        self.system_payload = system
+        self.publisher.publish(self.topics.system(self.envoy_id), system)
+        meters: dict[str, Payload] = {}
+        for meter in normalize_meters(raw, features):
+            self._log_problems("system", meter.problems)
+            meters[meter.serial] = self._guard(f"meter/{meter.serial}", meter.payload(), "meter", now)
+            self.publisher.publish(self.topics.meter(self.envoy_id, meter.serial), meters[meter.serial])
+        self.meter_payloads = meters
+        self._announce_gateway()
+
+    async def poll_devices(self) -> None:
+        features = self.features
+        if features is None or self.envoy_id is None:
+            raise EnvoyUnreachable("not connected")
+        present = features.endpoints
+        inverters = device_data = inventory = ensemble_inventory = power = None
+        if features.detailed_inverters:
+            device_data = await self._fetch(endpoints.DEVICE_DATA, "device")
+        if (device_data is None or features.acb) and endpoints.API_V1_INVERTERS in present:
+            inverters = await self._fetch(endpoints.API_V1_INVERTERS, "device")
+        if features.inventory:
+            inventory = await self._fetch(endpoints.INVENTORY, "device")
+        if features.iq_batteries:
+            ensemble_inventory = await self._fetch(endpoints.ENSEMBLE_INVENTORY, "device")
+            if ensemble_inventory is not None:
+                self._last_ensemble_inventory = ensemble_inventory
+            if endpoints.ENSEMBLE_POWER in present:
+                power = await self._fetch(endpoints.ENSEMBLE_POWER, "device")
+        if all(x is None for x in (inverters, device_data, inventory, ensemble_inventory)):
+            if not (present & {endpoints.API_V1_INVERTERS, endpoints.DEVICE_DATA, endpoints.INVENTORY}):
+                return  # this Envoy has no per-device data at all
+            raise BadEnvoyData("no device data could be read this cycle")
+        raw = RawDeviceData(
+            inverters=inverters,
+            device_data=device_data,
+            inventory=inventory,
+            ensemble_inventory=ensemble_inventory,
+            ensemble_power=power,
+            production_json=self._last_production_json,
+        )
+        readings = normalize_devices(raw, features)
+        problems = list(readings.problems)
+        for item in (*readings.inverters, *readings.batteries):
+            problems.extend(item.problems)
+        self._log_problems("devices", problems)
+        now = self.clock.time()
+        envoy_id = self.envoy_id
+        inverter_payloads = {
+            r.serial: self._guard(f"inverter/{r.serial}", r.payload(), "inverter", now)
+            for r in readings.inverters
+        }
+        battery_payloads = {
+            r.serial: self._guard(f"battery/{r.serial}", r.payload(), "battery", now)
+            for r in readings.batteries
+        }
+        for serial, payload in inverter_payloads.items():
+            self.publisher.publish(self.topics.inverter(envoy_id, serial), payload)
+        for serial, payload in battery_payloads.items():
+            self.publisher.publish(self.topics.battery(envoy_id, serial), payload)
+        self._forget_gone(self.inverter_payloads, inverter_payloads, self.topics.inverter)
+        self._forget_gone(self.battery_payloads, battery_payloads, self.topics.battery)
+        self.inverter_payloads = inverter_payloads
+        self.battery_payloads = battery_payloads
+        self._announce_children()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _guard(self, device: str, payload: Payload, component: str, now: float) -> Payload:
+        if self.guard is None:
+            return payload
+        guarded, corrections = self.guard.guard(
+            device,
+            payload,
+            lifetime_keys=lifetime_keys(component),
+            daily_keys=daily_keys(component),
+            now=now,
+        )
+        for correction in corrections:
+            self.log.warning("counter corrected", device=device, reason=correction.reason)
+            self.last_error = correction.reason[:200]
+        return guarded
+
+    def _log_problems(self, scope: str, problems: Iterable[str]) -> None:
+        for problem in self._problems[scope].new(problems):
+            self.log.warning("envoy data problem", scope=scope, problem=problem)
+
+    def _forget_gone(
+        self,
+        before: dict[str, Payload],
+        after: dict[str, Payload],
+        topic_of: Callable[[str, str], str],
+    ) -> None:
+        """A device that disappeared: clear its retained config and state topics."""
+        assert self.envoy_id is not None
+        for serial in set(before) - set(after):
+            self.log.info("device disappeared; clearing its topics", device=serial)
+            self.publisher.clear(topic_of(self.envoy_id, serial))
+            if serial in self._announced_children:
+                del self._announced_children[serial]
+                if self.settings.mqtt.discovery:
+                    from .mqtt.discovery import device_id
+
+                    self.publisher.clear(self.topics.device_config(device_id(serial)))
+
+    def _description(self) -> GatewayDescription:
+        assert self.envoy_id is not None
+        info = self.info
+        host = self.envoy.host
+        url = host if "://" in host else f"https://{host}"
+        return GatewayDescription(
+            serial=self.envoy_id,
+            name=self.envoy.name or f"Envoy {self.envoy_id}",
+            firmware=info.firmware if info else None,
+            part_number=info.part_number if info else None,
+            configuration_url=url if url.startswith(("http://", "https://")) else None,
+        )
+
+    def _announce_gateway(self) -> None:
+        if not self.settings.mqtt.discovery or self.envoy_id is None:
+            return
+        config = gateway_config(
+            self.topics,
+            self._description(),
+            self.system_payload,
+            self.gateway_payload(),
+            self.meter_payloads,
+            self.polling.system_interval,
+            self.polling.device_interval,
+        )
+        if config != self._announced_gateway:
+            from .mqtt.discovery import device_id
+
+            self.publisher.set_config(self.topics.device_config(device_id(self.envoy_id)), config)
+            self._announced_gateway = config
+
+    def _announce_children(self) -> None:
+        if not self.settings.mqtt.discovery or self.envoy_id is None:
+            return
+        from .mqtt.discovery import device_id
+
+        description = self._description()
+        for serial, payload in self.inverter_payloads.items():
+            config = inverter_config(self.topics, description, serial, payload, self.polling.device_interval)
+            if self._announced_children.get(serial) != config:
+                self.publisher.set_config(self.topics.device_config(device_id(serial)), config)
+                self._announced_children[serial] = config
+        for serial, payload in self.battery_payloads.items():
+            config = battery_config(self.topics, description, serial, payload, self.polling.device_interval)
+            if self._announced_children.get(serial) != config:
+                self.publisher.set_config(self.topics.device_config(device_id(serial)), config)
+                self._announced_children[serial] = config
+
+    def gateway_payload(self) -> Payload:
+        info, features = self.info, self.features
+        status = self.client.auth_status
+        payload: Payload = {
+            "serial": self.envoy_id,
+            "part_number": info.part_number if info else None,
+            "firmware": info.firmware if info else None,
+            "metered": features.metered if features else None,
+            "ct_meters": list(features.ct_meters) if features else [],
+            "phase_count": features.phase_count if features else None,
+            "auth_mode": info.auth_mode if info else None,
+        }
+        if info is not None and info.auth_mode == "token":
+            payload["token_type"] = status.token_type
+            payload["token_expires_at"] = (
+                iso_utc(status.token_expires_at) if status.token_expires_at is not None else None
+            )
+        payload["last_poll_ok"] = iso_utc(self.last_poll_ok) if self.last_poll_ok is not None else None
+        payload["last_error"] = self.last_error
+        payload["poll_duration"] = self.poll_duration
+        return payload
+
+    def _publish_gateway(self, force: bool = False) -> None:
+        if self.envoy_id is None:
+            return
+        payload = self.gateway_payload()
+        now = self.clock.monotonic()
+        due = now - self._gateway_published_at >= GATEWAY_REPUBLISH_INTERVAL
+        comparable = {k: v for k, v in payload.items() if k not in ("last_poll_ok", "poll_duration")}
+        previous = self._gateway_published
+        changed = previous is None or comparable != {
+            k: v for k, v in previous.items() if k not in ("last_poll_ok", "poll_duration")
+        }
+        if changed or due or force:
+            self.publisher.publish(self.topics.gateway(self.envoy_id), payload)
+            self._gateway_published = payload
+            self._gateway_published_at = now
+        if self.metrics is not None and self.client.auth_status.token_expires_at is not None:
+            self.metrics.token_expiry_seconds.labels(envoy=self.envoy_id).set(
+                self.client.auth_status.token_expires_at - self.clock.time()
+            )
+
+    def _set_available(self, available: bool) -> None:
+        if self.envoy_id is None or available == self.available:
+            return
+        self.available = available
+        self.publisher.publish(
+            self.topics.envoy_availability(self.envoy_id), "online" if available else "offline"
+        )
+        self.log.info("envoy availability", available=available)
+
+    def _record_success(self, cadence: str) -> None:
+        self.failures = 0
+        self.last_poll_ok = self.clock.time()
+        self.last_success_monotonic[cadence] = self.clock.monotonic()
+        if self.last_error and not self._corrections:
+            self.last_error = None
+        self._set_available(True)
+        if self.metrics is not None and self.envoy_id is not None:
+            self.metrics.last_successful_poll.labels(envoy=self.envoy_id, cadence=cadence).set(
+                self.last_poll_ok
+            )
+
+    def _record_failure(self, exc: BaseException, cadence: str) -> None:
+        self.failures += 1
+        reason = short_error(exc)
+        if self.last_error != reason:
+            self.log.warning("poll failed", cadence=cadence, kind=error_kind(exc), reason=reason)
+        self.last_error = reason
+        if self.metrics is not None:
+            self.metrics.poll_errors.labels(
+                envoy=self.envoy_id or self.envoy.label, kind=error_kind(exc)
+            ).inc()
+        if self.failures >= self.polling.failures_before_offline:
+            self._set_available(False)
+        if self.envoy_id is not None and cadence == "connect":
+            self._publish_gateway()
+
+    def ready(self) -> tuple[bool, str]:
+        """Polled successfully within three system cadences."""
+        last = self.last_success_monotonic.get("system")
+        if last is None:
+            return False, "no successful poll yet"
+        age = self.clock.monotonic() - last
+        if age > 3 * self.polling.system_interval:
+            return False, f"last successful poll {age:.0f} s ago"
+        return True, "ok"

@@ -1,0 +1,171 @@
+"""The asyncio supervisor: owns the MQTT publisher, one poller per Envoy and the health listener.
+
+A task that raises is logged with its context and restarted with backoff; it never takes the daemon
+down silently. The only fatal failure is an MQTT side that cannot be restored (the broker refuses our
+credentials): the process then exits non-zero so Docker or systemd restarts it.
+SIGTERM / SIGINT publish `offline` on every availability topic and exit 0 within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from .clock import SYSTEM_CLOCK, Clock
+from .config import Settings
+from .errors import MqttError
+from .health import HealthServer
+from .metrics import Metrics
+from .mqtt.publisher import Publisher
+from .mqtt.topics import Topics
+from .poller import EnvoyPoller
+from .state import ensure_private_dir
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_MQTT = 5
+SHUTDOWN_TIMEOUT = 4.0
+TASK_RESTART_CAP = 300.0
+
+
+async def supervise(
+    name: str,
+    factory: Callable[[], Awaitable[None]],
+    clock: Clock,
+    *,
+    fatal: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Run `factory()` forever: log and restart it with capped, jittered backoff when it raises."""
+    delay = 1.0
+    while True:
+        started = clock.monotonic()
+        try:
+            await factory()
+            log.warning("task ended; restarting", task=name)
+        except asyncio.CancelledError:
+            raise
+        except fatal:
+            raise
+        except Exception:
+            log.exception("task crashed; restarting", task=name, retry_in=round(delay, 1))
+        if clock.monotonic() - started > 10 * delay:
+            delay = 1.0  # it ran fine for a while: start the backoff over
+        await clock.sleep(delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, TASK_RESTART_CAP)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.topics = Topics(settings.mqtt.base_topic, settings.mqtt.discovery_prefix)
+        self.metrics = Metrics()
+        self.publisher = Publisher(settings.mqtt, self.topics, clock=clock)
+        self.pollers = [
+            EnvoyPoller(envoy, settings, self.publisher, self.topics, metrics=self.metrics, clock=clock)
+            for envoy in settings.envoy
+        ]
+        self.health: HealthServer | None = (
+            HealthServer(settings.health, self.metrics, self.readiness) if settings.health.enabled else None
+        )
+        self._stop = asyncio.Event()
+        self._synced = (0, 0)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        parts: dict[str, Any] = {"mqtt": "connected" if self.publisher.connected.is_set() else "disconnected"}
+        ready = self.publisher.connected.is_set()
+        envoys: dict[str, str] = {}
+        for poller in self.pollers:
+            ok, why = poller.ready()
+            envoys[poller.envoy_id or poller.envoy.label] = why
+            ready = ready and ok
+        parts["envoys"] = envoys
+        parts["ready"] = ready
+        return ready, parts
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def _sync_metrics(self) -> None:
+        published, reconnects = self.publisher.messages_published, self.publisher.reconnects
+        self.metrics.messages_published.inc(max(0, published - self._synced[0]))
+        self.metrics.mqtt_reconnects.inc(max(0, reconnects - self._synced[1]))
+        self._synced = (published, reconnects)
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            self._sync_metrics()
+            await self.clock.sleep(5)
+
+    async def run(self) -> int:
+        ensure_private_dir(self.settings.state_dir)
+        if self.health is not None:
+            await self.health.start()
+        exit_code = EXIT_OK
+        try:
+            async with asyncio.TaskGroup() as group:
+                mqtt_task = group.create_task(self.publisher.run(), name="mqtt")
+                for poller in self.pollers:
+                    group.create_task(
+                        supervise(f"envoy {poller.envoy.label}", poller.run, self.clock),
+                        name=f"envoy {poller.envoy.label}",
+                    )
+                group.create_task(supervise("metrics", self._metrics_loop, self.clock))
+                stop_task = group.create_task(self._stop.wait(), name="stop")
+                done, _ = await asyncio.wait({mqtt_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+                if mqtt_task in done and not mqtt_task.cancelled() and mqtt_task.exception() is not None:
+                    raise mqtt_task.exception()  # type: ignore[misc]
+                await self._shutdown()
+                raise _Stopped
+        except* _Stopped:
+            pass
+        except* MqttError as group_error:
+            for exc in group_error.exceptions:
+                log.error(
+                    "MQTT cannot be restored; exiting so the service manager restarts us", reason=str(exc)
+                )
+            exit_code = EXIT_MQTT
+        finally:
+            for poller in self.pollers:
+                with contextlib.suppress(Exception):
+                    await poller.close()
+            if self.health is not None:
+                await self.health.stop()
+        return exit_code
+
+    async def _shutdown(self) -> None:
+        offline = [self.topics.envoy_availability(p.envoy_id) for p in self.pollers if p.envoy_id]
+        log.info("stopping: publishing offline")
+        try:
+            await asyncio.wait_for(self.publisher.shutdown(offline), SHUTDOWN_TIMEOUT)
+        except TimeoutError:
+            log.warning("broker did not acknowledge the offline messages in time")
+
+
+class _Stopped(Exception):
+    """Raised inside the task group to cancel every task on a clean stop."""
+
+
+async def run_daemon(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
+    daemon = Daemon(settings, clock)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, daemon.request_stop)
+    log.info(
+        "envoy2mqtt starting",
+        envoys=[e.label for e in settings.envoy],
+        broker=f"{settings.mqtt.host}:{settings.mqtt.port}",
+        base_topic=settings.mqtt.base_topic,
+        discovery=settings.mqtt.discovery,
+    )
+    code = await daemon.run()
+    log.info("envoy2mqtt stopped", exit_code=code)
+    return code
