@@ -39,12 +39,13 @@ from envoy2mqtt.simulator.responses import (
     EnvoySource,
 )
 from envoy2mqtt.simulator.simtime import SimulatedTime
+from envoy2mqtt.simulator.site import PROFILES as SITE_PROFILES
 from envoy2mqtt.simulator.site import GeneratedSite
 from envoy2mqtt.simulator.tokens import TokenAuthority
 
 log = structlog.get_logger(__name__)
 
-PROFILES = ("metered-3phase-iq", "metered-1phase-acb", "legacy-unmetered")
+PROFILES: tuple[str, ...] = tuple(SITE_PROFILES)
 TOKEN_FIRMWARE = (7, 0, 0)
 SESSION_COOKIE = "sessionId"
 CONTROL_PREFIX = "/__sim/"
