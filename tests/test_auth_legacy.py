@@ -107,6 +107,7 @@ async def test_wrong_password(sim: Simulator, tmp_path: Path, logs: list[dict[st
         assert "wrong-pass" not in status.reason
         # the open endpoint still works and does not mark auth as repaired
         await client.get_json(endpoints.API_V1_PRODUCTION)
+        assert not client.auth_status.ok
     assert "wrong-pass" not in repr(logs)
     assert logs
 

@@ -127,6 +127,7 @@ class EnvoyClient:
         self._legacy: LegacyCredentials | None = None
         self._digest: aiohttp.DigestAuthMiddleware | None = None
         self._legacy_status = AuthStatus()
+        self._legacy_refused_paths: set[str] = set()
         self._last_firmware_check: float | None = None
         self._firmware_check_requested = False
         self._firmware_change_pending = False
@@ -301,8 +302,12 @@ class EnvoyClient:
                     data = self._interpret(path, reply, parse_json)
                     if manager is not None:
                         manager.note_success()
-                    elif self._legacy is not None and not self._legacy_status.ok:
-                        self._legacy_status = AuthStatus(mode="legacy", ok=True)
+                    elif path in self._legacy_refused_paths:
+                        # Only a path that was refused proves the credentials work again: open pages
+                        # answer without any.
+                        self._legacy_refused_paths.discard(path)
+                        if not self._legacy_refused_paths:
+                            self._legacy_status = AuthStatus(mode="legacy", ok=True)
                     return data
                 if not recover_auth:
                     raise _ProbeUnauthorized(f"{self.settings.label}: {path} answered HTTP {reply.status}")
@@ -321,6 +326,7 @@ class EnvoyClient:
             f"the Envoy refused the credentials of user {user!r} on {path} (HTTP {status}): "
             "check envoy.username and envoy.password"
         )
+        self._legacy_refused_paths.add(path)
         self._legacy_status = AuthStatus(mode="legacy", ok=False, reason=reason)
         self._log.error("envoy_auth_refused", path=path, status=status, user=user)
         return EnvoyAuthError(f"{self.settings.label}: {reason}")
@@ -408,6 +414,7 @@ class EnvoyClient:
             if self._legacy.username == INSTALLER_USER:
                 register_secret(self._legacy.password)
             self._digest = self._legacy.middleware()
+            self._legacy_refused_paths.clear()
             self._legacy_status = AuthStatus(mode="legacy", ok=True)
             self._log.info("legacy_auth", user=self._legacy.username, derived=self._legacy.derived)
             return

@@ -99,8 +99,14 @@ class TokenStore:
         }
         fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{path.stem}-", suffix=".tmp")
         try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle = os.fdopen(fd, "w", encoding="utf-8")
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp_name)
+            raise
+        try:
+            with handle:
+                os.fchmod(handle.fileno(), 0o600)  # mkstemp already does; say it where it matters
                 json.dump(document, handle, indent=2)
                 handle.flush()
                 os.fsync(handle.fileno())
