@@ -344,6 +344,16 @@ async def test_mfa_message(sim: Simulator, tmp_path: Path, clock: JumpClock, sec
         assert "envoy.token" in message
         assert sim.cloud_calls == {"login": 1}
         assert not client.auth_status.ok
+        assert "multi-factor" in (client.auth_status.reason or "")
+        # the poller reconnects: no new cloud call before the backoff step has passed
+        with pytest.raises(TokenRefreshError, match="not asking the Enphase cloud again"):
+            await client.connect()
+        assert sim.cloud_calls == {"login": 1}
+        assert "multi-factor" in (client.auth_status.reason or "")
+        clock.advance(60)
+        with pytest.raises(MfaRequired):
+            await client.connect()
+        assert sim.cloud_calls == {"login": 2}
 
 
 async def test_wrong_enlighten_password(

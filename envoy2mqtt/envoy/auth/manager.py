@@ -272,7 +272,13 @@ class TokenManager:
         if self.envoy.has_cloud_credentials:
             for problem in problems:
                 self._log.warning("token_unusable", reason=problem)
-            return await self._fetch_from_cloud()
+            try:
+                return await self._fetch_from_cloud()
+            except TokenError as exc:
+                # No usable token at all: the cloud's answer is the reason (MFA, wrong password...).
+                # The cloud backoff keeps later attempts from calling it before the next step.
+                self._reason = str(exc)
+                raise
 
         if problems:
             reason = "; ".join(problems) + (
