@@ -262,3 +262,19 @@ async def test_error_documents_and_redirects(odd_envoy: str, tmp_path: Path) -> 
             await client.get_json("/forbidden-html")
         assert bad_request.value.status == 400
         assert clock.slept == []  # none of these is retried
+
+
+@pytest.mark.parametrize("profile", ["metered-3phase-iq", "metered-1phase-acb", "legacy-unmetered"])
+async def test_generated_profiles_connect_and_probe(profile: str, tmp_path: Path) -> None:
+    """Needs no shared capture: the simulator's generated sites, token and legacy."""
+    async with Simulator(SimulatorConfig(profile=profile)) as simulator:
+        token = SecretStr(simulator.issue_token("owner")) if simulator.token_auth else SecretStr("")
+        async with make_client(simulator.url, tmp_path, token=token) as client:
+            info = await client.connect()
+            assert info.serial == simulator.serial
+            assert info.auth_mode == ("token" if simulator.token_auth else "legacy")
+            features = await client.probe()
+            assert features.endpoints
+            assert client.auth_status.ok
+            for path in sorted(features.endpoints):
+                assert await client.get_json(path) is not None
