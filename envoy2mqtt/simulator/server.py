@@ -1,4 +1,16 @@
-"""The simulated Envoy (http or https with its own auth) and the fake Enphase cloud, as one async object."""
+"""The simulated Envoy (http or https with its own auth) and the fake Enphase cloud, as one async object.
+
+Firmware < 7: plain http, HTTP Digest (`envoy` / `installer`) on /api/v1/production/inverters, /ivp/*,
+/inventory*, /admin/*, /installer/*, /stream/*; everything else open.
+Firmware >= 7: https with a self-signed certificate; /info open; everything else needs a bearer token this
+simulator signed (aud = serial, not expired) or a `sessionId` cookie from /auth/check_jwt (10 idle minutes).
+
+Control (no auth, loopback peers only), on the Envoy port:
+  POST /__sim/faults  {"fault": "unauthorized"|"server_error"|"slow"|"malformed"|"drop"|"offline"|"clear",
+                       "count": N (optional), "seconds": S (slow delay; offline: come back after S),
+                       "status": 5xx (server_error)}
+  GET  /__sim/stats   {"requests": {path?query: n}, "cloud_calls": {...}, "faults": {...}}
+"""
 
 from __future__ import annotations
 
