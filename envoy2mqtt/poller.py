@@ -32,7 +32,7 @@ from .errors import (
     EnvoyUnreachable,
     TokenError,
 )
-from .metrics import Metrics
+from .metrics import Metrics, error_kind
 from .model import EnvoyInfo, Features, Payload, RawDeviceData, RawSystemData
 from .mqtt.discovery import GatewayDescription, battery_config, gateway_config, inverter_config
 from .mqtt.publisher import Publisher
@@ -44,18 +44,7 @@ log = structlog.get_logger(__name__)
 
 GATEWAY_REPUBLISH_INTERVAL = 300.0
 CONNECT_BACKOFF_CAP = 300.0
-
-
-def error_kind(exc: BaseException) -> str:
-    if isinstance(exc, EnvoyAuthError | TokenError):
-        return "auth"
-    if isinstance(exc, EnvoyUnreachable):
-        return "unreachable"
-    if isinstance(exc, BadEnvoyData):
-        return "bad_data"
-    if isinstance(exc, EnvoyHttpError):
-        return "http"
-    return "other"
+BREAKER_CAP = 300.0  # while the Envoy keeps failing, try at most this rarely (its ~23:00 reset lasts minutes)
 
 
 def short_error(exc: BaseException) -> str:
@@ -116,7 +105,12 @@ class EnvoyPoller:
         self.metrics = metrics
         self.clock = clock
         self.client = client or EnvoyClient(
-            envoy, settings.enphase_cloud, settings.token, settings.state_dir, clock=clock
+            envoy,
+            settings.enphase_cloud,
+            settings.token,
+            settings.state_dir,
+            clock=clock,
+            firmware_check_interval=settings.polling.firmware_check_interval,
         )
         self.log = log.bind(envoy=envoy.label)
         self.envoy_id: str | None = envoy.serial or None
@@ -140,7 +134,8 @@ class EnvoyPoller:
         self._announced_gateway: Payload | None = None
         self._announced_children: dict[str, Payload] = {}
         self._problems = {"system": _Once(), "devices": _Once(), "endpoints": _Once()}
-        self._corrections: list[str] = []
+        self._error_is_correction = False
+        self._last_failure_at: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -191,6 +186,7 @@ class EnvoyPoller:
         info = await self.client.connect()
         self._adopt_info(info)
         self.features = await self.client.probe()
+        self._last_ensemble_inventory = self.client.probe_bodies.get(endpoints.ENSEMBLE_INVENTORY)
         self.log.info(
             "envoy ready",
             serial=info.serial,
@@ -254,7 +250,23 @@ class EnvoyPoller:
             self._announced_gateway = None
             self.log.info("firmware changed; probed again", firmware=self.client.info.firmware)
 
+    def _breaker_open(self) -> bool:
+        """After `failures_before_offline` failures in a row, back off: skip ticks, doubling the wait.
+
+        A dead or rebooting Envoy then sees a few requests per hour instead of a burst every tick, and the
+        log gets no line per tick; the first tick after the wait is the half-open trial.
+        """
+        excess = self.failures - self.polling.failures_before_offline
+        if excess < 0 or self._last_failure_at is None:
+            return False
+        wait: float = min(
+            self.polling.system_interval * 2.0**excess, max(BREAKER_CAP, self.polling.system_interval)
+        )
+        return self.clock.monotonic() - self._last_failure_at < wait
+
     async def _system_tick(self) -> None:
+        if self._breaker_open():
+            return
         started = self.clock.monotonic()
         try:
             await self._maybe_refresh_firmware()
@@ -269,6 +281,8 @@ class EnvoyPoller:
         self._publish_gateway()
 
     async def _device_tick(self) -> None:
+        if self._breaker_open() or self.failures >= self.polling.failures_before_offline:
+            return  # the system cadence does the trials while the Envoy is failing
         try:
             await self._refresh_token_if_due()
             await self.poll_devices()
@@ -404,6 +418,7 @@ class EnvoyPoller:
         for correction in corrections:
             self.log.warning("counter corrected", device=device, reason=correction.reason)
             self.last_error = correction.reason[:200]
+            self._error_is_correction = True
         return guarded
 
     def _log_problems(self, scope: str, problems: Iterable[str]) -> None:
@@ -531,7 +546,7 @@ class EnvoyPoller:
         self.failures = 0
         self.last_poll_ok = self.clock.time()
         self.last_success_monotonic[cadence] = self.clock.monotonic()
-        if self.last_error and not self._corrections:
+        if self.last_error and not self._error_is_correction:
             self.last_error = None
         self._set_available(True)
         if self.metrics is not None and self.envoy_id is not None:
@@ -541,6 +556,8 @@ class EnvoyPoller:
 
     def _record_failure(self, exc: BaseException, cadence: str) -> None:
         self.failures += 1
+        self._last_failure_at = self.clock.monotonic()
+        self._error_is_correction = False
         reason = short_error(exc)
         if self.last_error != reason:
             self.log.warning("poll failed", cadence=cadence, kind=error_kind(exc), reason=reason)
