@@ -1,1 +1,25 @@
 """Topics, the publisher (aiomqtt, Last Will, reconnect) and Home Assistant discovery."""
+
+from __future__ import annotations
+
+from envoy2mqtt.mqtt.discovery import (
+    GatewayDescription,
+    battery_config,
+    device_id,
+    gateway_config,
+    inverter_config,
+)
+from envoy2mqtt.mqtt.publisher import Publisher
+from envoy2mqtt.mqtt.topics import Topics
+from envoy2mqtt.mqtt.validator import validate_device_discovery
+
+__all__ = [
+    "GatewayDescription",
+    "Publisher",
+    "Topics",
+    "battery_config",
+    "device_id",
+    "gateway_config",
+    "inverter_config",
+    "validate_device_discovery",
+]

@@ -13,6 +13,7 @@ abbreviations): the payloads stay readable in snapshots and in users' bug report
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from envoy2mqtt.mqtt.topics import Topics, sanitize_segment
 MANUFACTURER = "Enphase"
 ID_PREFIX = "envoy2mqtt"
 EXPIRY_FACTOR = 3  # an entity turns unavailable after about three missed cadences
+_NOT_OBJECT_ID = re.compile(r"[^a-z0-9_]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,7 @@ def gateway_config(
     system_expiry = _expiry(system_interval)
     gateway_expiry = _expiry(max(device_interval, system_interval))
     components: dict[str, Payload] = {}
-    entity_prefix = f"envoy_{serial}".lower()
+    entity_prefix = f"envoy_{serial}"
 
     def add(
         rows: tuple[Entity, ...],
@@ -73,7 +75,7 @@ def gateway_config(
             rows, payload, state_topic, expiry, label=label, key_prefix=key_prefix
         ):
             unique_id = f"{ID_PREFIX}_{serial}_{component_id}"
-            entity_id = f"{component['platform']}.{entity_prefix}_{component_id}".lower()
+            entity_id = f"{component['platform']}.{_object_id(f'{entity_prefix}_{component_id}')}"
             components[component_id] = _identified(component, unique_id, entity_id)
 
     add(SYSTEM, system, topics.system(gw.serial), system_expiry)
@@ -159,7 +161,7 @@ def _child(
     clean = sanitize_segment(serial)
     components: dict[str, Payload] = {}
     for component_id, component in _components(rows, state, state_topic, _expiry(device_interval)):
-        entity_id = f"{component['platform']}.envoy_{kind}_{clean}_{component_id}".lower()
+        entity_id = f"{component['platform']}.{_object_id(f'envoy_{kind}_{clean}_{component_id}')}"
         components[component_id] = _identified(component, f"{ID_PREFIX}_{clean}_{component_id}", entity_id)
     return _document(topics, gw, device, components, qos)
 
@@ -256,6 +258,11 @@ def _component(row: Entity, name: str, state_topic: str, value_template: str, ex
         component["enabled_by_default"] = False
     component["expire_after"] = expiry
     return component
+
+
+def _object_id(text: str) -> str:
+    """An entity object id as Home Assistant writes them: lower case, ``[a-z0-9_]`` only."""
+    return _NOT_OBJECT_ID.sub("_", text.lower())
 
 
 def _capitalized(name: str) -> str:
