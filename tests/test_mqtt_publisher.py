@@ -413,3 +413,17 @@ async def test_on_connect_failure_does_not_break_the_connection(mosquitto: Mosqu
         await publisher.republish_all()
         kept = await retained(mosquitto.port, "#")
     assert topics.system("E1") in kept
+
+
+async def test_cancelled_run_leaves_offline_retained(mosquitto: Mosquitto) -> None:
+    """A clean DISCONNECT suppresses the Last Will, so a cancelled run() says `offline` itself."""
+    settings, topics = settings_for(mosquitto.port)
+    publisher = Publisher(settings, topics)
+    task = asyncio.create_task(publisher.run())
+    await wait_connected(publisher)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not publisher.connected.is_set()
+    kept = await retained(mosquitto.port, "#")
+    assert kept == {topics.bridge_availability: b"offline"}

@@ -284,6 +284,16 @@ class Publisher:
             if lost is None or other is not None:
                 raise
             raise _first_leaf(lost) from None
+        except asyncio.CancelledError:
+            # Cancelled without shutdown(): our clean DISCONNECT suppresses the Last Will, so say
+            # `offline` ourselves, or the retained `online` would outlive the bridge.
+            self.connected.clear()
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await asyncio.wait_for(
+                    client.publish(self._topics.bridge_availability, OFFLINE, qos=1, retain=True),
+                    SHUTDOWN_TIMEOUT,
+                )
+            raise
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         async with asyncio.TaskGroup() as group:
