@@ -159,6 +159,8 @@ class SimHost:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
+        while line and not line.startswith("[{"):
+            line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("the simulator host died before it started")
         self.sims = json.loads(line)

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web  # noqa: E402
 
+from envoy2mqtt.logging import setup_logging  # noqa: E402
 from envoy2mqtt.simulator import Simulator, SimulatorConfig  # noqa: E402
 
 
@@ -54,6 +55,7 @@ async def main() -> None:
     parser.add_argument("specs")
     parser.add_argument("--stamps", default=None)
     args = parser.parse_args()
+    setup_logging("warning", "json", stream=sys.stderr)
     stamps = open(args.stamps, "a", buffering=1) if args.stamps else None  # noqa: SIM115
     sims: list[Simulator] = []
     for spec in json.loads(args.specs):
