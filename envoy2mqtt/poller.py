@@ -71,6 +71,17 @@ async def run_at_fixed_rate(
         n = max(n + 1, elapsed_ticks + 1)
 
 
+def _config_shape(description: GatewayDescription, payload: Payload) -> tuple[Any, ...]:
+    """Everything a child's discovery config is built from: the gateway, the keys, the battery kind."""
+    phases = payload.get("phases")
+    phase_keys = (
+        tuple((line, tuple(values)) for line, values in phases.items() if isinstance(values, dict))
+        if isinstance(phases, dict)
+        else None
+    )
+    return (description, tuple(payload), str(payload.get("kind")), phase_keys)
+
+
 @dataclass
 class _Once:
     """Log each distinct problem once, until it goes away and comes back."""
@@ -133,7 +144,9 @@ class EnvoyPoller:
         self._gateway_published_at = -math.inf
         self._announced_gateway: Payload | None = None
         self._announced_children: dict[str, Payload] = {}
-        self._problems = {"system": _Once(), "devices": _Once(), "endpoints": _Once()}
+        self._child_shapes: dict[str, tuple[Any, ...]] = {}  # what each announced config was built from
+        self._problems = {"system": _Once(), "devices": _Once(), "firmware": _Once()}
+        self._failing_endpoints: dict[str, str] = {}  # path -> the problem logged for it
         self._error_is_correction = False
         self._last_failure_at: float | None = None
 
@@ -232,7 +245,10 @@ class EnvoyPoller:
         except (EnvoyNotFound, BadEnvoyData, EnvoyHttpError) as exc:
             if self.metrics is not None:
                 self.metrics.poll_errors.labels(envoy=self.envoy_id or "", kind=error_kind(exc)).inc()
-            for problem in self._problems["endpoints"].new([f"{path}: {short_error(exc)}"]):
+            # Once per endpoint and reason: several endpoints failing in turn must not log every cycle.
+            problem = f"{path}: {short_error(exc)}"
+            if self._failing_endpoints.get(path) != problem:
+                self._failing_endpoints[path] = problem
                 self.log.warning("endpoint skipped", cadence=cadence, problem=problem)
             return None
         finally:
@@ -240,10 +256,20 @@ class EnvoyPoller:
                 self.metrics.poll_duration.labels(envoy=self.envoy_id or "", endpoint=path).observe(
                     time.perf_counter() - started
                 )
+        self._failing_endpoints.pop(path, None)
         return body
 
     async def _maybe_refresh_firmware(self) -> None:
-        if await self.client.refresh_firmware_if_due():
+        try:
+            changed = await self.client.refresh_firmware_if_due()
+        except EnvoyHttpError as exc:
+            # /info answered, just not with the document (a 401 storm, a 5xx): the check stays due, and
+            # the data requests still run so that the token's re-validation and backoff steps go on.
+            for problem in self._problems["firmware"].new([short_error(exc)]):
+                self.log.warning("firmware check failed", problem=problem)
+            return
+        self._problems["firmware"].new([])
+        if changed:
             assert self.client.info is not None
             self._adopt_info(self.client.info)
             self.features = await self.client.probe()
@@ -397,8 +423,22 @@ class EnvoyPoller:
             self.publisher.publish(self.topics.inverter(envoy_id, serial), payload)
         for serial, payload in battery_payloads.items():
             self.publisher.publish(self.topics.battery(envoy_id, serial), payload)
-        self._forget_gone(self.inverter_payloads, inverter_payloads, self.topics.inverter)
-        self._forget_gone(self.battery_payloads, battery_payloads, self.topics.battery)
+        # A device is gone only when every source that lists it was read this cycle: one failed
+        # endpoint must not wipe Home Assistant's devices.
+        inverter_sources_read = (device_data is not None or not features.detailed_inverters) and (
+            inverters is not None or endpoints.API_V1_INVERTERS not in present or device_data is not None
+        )
+        battery_sources_read = (ensemble_inventory is not None or not features.iq_batteries) and (
+            inventory is not None or not features.inventory
+        )
+        if inverter_sources_read:
+            self._forget_gone(self.inverter_payloads, inverter_payloads, self.topics.inverter)
+        else:
+            inverter_payloads = {**self.inverter_payloads, **inverter_payloads}
+        if battery_sources_read:
+            self._forget_gone(self.battery_payloads, battery_payloads, self.topics.battery)
+        else:
+            battery_payloads = {**self.battery_payloads, **battery_payloads}
         self.inverter_payloads = inverter_payloads
         self.battery_payloads = battery_payloads
         self._announce_children()
@@ -436,6 +476,7 @@ class EnvoyPoller:
         for serial in set(before) - set(after):
             self.log.info("device disappeared; clearing its topics", device=serial)
             self.publisher.clear(topic_of(self.envoy_id, serial))
+            self._child_shapes.pop(serial, None)
             if serial in self._announced_children:
                 del self._announced_children[serial]
                 if self.settings.mqtt.discovery:
@@ -480,16 +521,21 @@ class EnvoyPoller:
         from .mqtt.discovery import device_id
 
         description = self._description()
-        for serial, payload in self.inverter_payloads.items():
-            config = inverter_config(self.topics, description, serial, payload, self.polling.device_interval)
-            if self._announced_children.get(serial) != config:
-                self.publisher.set_config(self.topics.device_config(device_id(serial)), config)
-                self._announced_children[serial] = config
-        for serial, payload in self.battery_payloads.items():
-            config = battery_config(self.topics, description, serial, payload, self.polling.device_interval)
-            if self._announced_children.get(serial) != config:
-                self.publisher.set_config(self.topics.device_config(device_id(serial)), config)
-                self._announced_children[serial] = config
+        for builder, payloads in (
+            (inverter_config, self.inverter_payloads),
+            (battery_config, self.battery_payloads),
+        ):
+            for serial, payload in payloads.items():
+                # A child's config depends only on the gateway description and on which keys its payload
+                # has: skip rebuilding 300 unchanged configs every device cycle (bench/cpu.py).
+                shape = _config_shape(description, payload)
+                if self._child_shapes.get(serial) == shape and serial in self._announced_children:
+                    continue
+                config = builder(self.topics, description, serial, payload, self.polling.device_interval)
+                if self._announced_children.get(serial) != config:
+                    self.publisher.set_config(self.topics.device_config(device_id(serial)), config)
+                    self._announced_children[serial] = config
+                self._child_shapes[serial] = shape
 
     def gateway_payload(self) -> Payload:
         info, features = self.info, self.features
