@@ -217,11 +217,11 @@ class EnvoyClient:
             except EnvoyUnreachable as exc:
                 if attempt >= attempts:
                     raise
-                self._log.info("envoy_request_retry", url=url, attempt=attempt, error=str(exc))
+                self._log.debug("envoy_request_retry", url=url, attempt=attempt, error=str(exc))
                 await self._retry_pause(attempt)
                 continue
             if reply.status >= 500 and attempt < attempts:
-                self._log.info("envoy_request_retry", url=url, attempt=attempt, status=reply.status)
+                self._log.debug("envoy_request_retry", url=url, attempt=attempt, status=reply.status)
                 await self._retry_pause(attempt)
                 continue
             return reply
