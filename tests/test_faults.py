@@ -1,0 +1,293 @@
+"""Surviving the real world: broker crashes, long Envoy outages, 401 storms, a dead Enphase cloud, a slow Envoy.
+
+Two kinds of tests live here:
+
+- Real processes: the daemon as a `python -m envoy2mqtt run` subprocess, a real mosquitto that is killed
+  and restarted, the simulator over real HTTP/TLS (broker cycles, cloud down with a cached token, a
+  30-second Envoy).
+- Compressed time: one EnvoyPoller in this process on a ManualClock, against the simulator over real
+  HTTP and a real Publisher on a real mosquitto (outage of ten minutes, a storm of 401s over hours, an
+  expiring token while the cloud is down). Virtual time moves one step at a time and each step waits
+  until the poller sleeps again, so "after three failed polls" and "once per backoff step" are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from envoy2mqtt.clock import SYSTEM_CLOCK, ManualClock
+from envoy2mqtt.config import (
+    CloudSettings,
+    EnvoySettings,
+    MqttSettings,
+    PollingSettings,
+    Settings,
+    TokenSettings,
+)
+from envoy2mqtt.envoy import endpoints
+from envoy2mqtt.envoy.client import MAX_ATTEMPTS
+from envoy2mqtt.metrics import Metrics
+from envoy2mqtt.model import Payload
+from envoy2mqtt.mqtt.publisher import Publisher, encode_payload
+from envoy2mqtt.mqtt.topics import Topics
+from envoy2mqtt.poller import BREAKER_CAP, EnvoyPoller
+from envoy2mqtt.simulator import Simulator, SimulatorConfig
+from tests.conftest import Mosquitto
+from tests.e2e import Daemon, Watcher, envoy_table, write_config
+
+pytestmark = [pytest.mark.timeout(240)]
+
+BASE = "envoy2mqtt"
+SYSTEM_INTERVAL = 10.0
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+async def retained_on_broker(port: int, settle: float = 1.0) -> dict[str, bytes]:
+    """Every retained message the broker holds now (a fresh subscriber gets them all at once)."""
+    seen: dict[str, bytes] = {}
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe("#", qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settle):
+                async for message in client.messages:
+                    if message.retain and isinstance(message.payload, bytes) and message.payload:
+                        seen[str(message.topic)] = message.payload
+    return seen
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def kill_broker(broker: Mosquitto, sig: signal.Signals) -> None:
+    assert broker.proc is not None
+    broker.proc.send_signal(sig)
+    broker.proc.wait(10)
+    broker.proc = None
+
+
+class StepClock(ManualClock):
+    """A ManualClock that tells how many sleeps are pending (how many tasks wait for virtual time)."""
+
+    @property
+    def sleepers(self) -> int:
+        return len(self._waiters)
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    at: float  # virtual monotonic time
+    topic: str
+    payload: bytes
+    failures: int  # the poller's failed polls in a row at that moment
+
+
+class RecordingPublisher(Publisher):
+    """The real publisher (real MQTT, real time), plus a log of what the poller handed it, in virtual time."""
+
+    def __init__(self, settings: MqttSettings, topics: Topics, virtual: StepClock) -> None:
+        super().__init__(settings, topics, clock=SYSTEM_CLOCK)
+        self.virtual = virtual
+        self.records: list[Published] = []
+        self.failures: Callable[[], int] = lambda: 0
+
+    def publish(self, topic: str, payload: Payload | str | bytes, retain: bool | None = None) -> None:
+        self.records.append(
+            Published(self.virtual.monotonic(), topic, encode_payload(payload), self.failures())
+        )
+        super().publish(topic, payload, retain)
+
+
+@dataclass
+class Harness:
+    """One EnvoyPoller on virtual time against the simulator, publishing through mosquitto."""
+
+    clock: StepClock
+    sim: Simulator
+    poller: EnvoyPoller
+    publisher: RecordingPublisher
+    sleepers: int = 2  # the system and the device cadence
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def serial(self) -> str:
+        return self.sim.serial
+
+    def topic(self, leaf: str) -> str:
+        return f"{BASE}/{self.serial}/{leaf}"
+
+    async def settle(self) -> None:
+        """Wait (in real time) until every cadence sleeps on the virtual clock again."""
+        await asyncio.sleep(0)
+        deadline = time.monotonic() + 30
+        while self.clock.sleepers < self.sleepers:
+            for task in self._tasks:
+                if task.done():
+                    task.result()  # a crashed poller fails the test with its own traceback
+                    raise AssertionError("the poller stopped")
+            if time.monotonic() > deadline:
+                raise AssertionError("the poller did not go back to sleep within 30 s of real time")
+            await asyncio.sleep(0.002)
+
+    async def advance(
+        self, seconds: float, step: float = 1.0, until: Callable[[], bool] | None = None
+    ) -> float:
+        """Move virtual time forward in steps, settling after each; stop early once `until()` holds."""
+        moved = 0.0
+        while moved < seconds:
+            if until is not None and until():
+                break
+            self.clock.advance(step)
+            moved += step
+            await self.settle()
+        return moved
+
+    def published(self, leaf: str, since: float = -math.inf) -> list[Published]:
+        topic = self.topic(leaf)
+        return [r for r in self.publisher.records if r.topic == topic and r.at >= since]
+
+    def gateway(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.published("gateway")[-1].payload)
+        return result
+
+
+@contextlib.asynccontextmanager
+async def harness(
+    tmp_path: Path,
+    broker: Mosquitto,
+    sim_config: SimulatorConfig,
+    *,
+    token: TokenSettings | None = None,
+    cloud_credentials: bool = True,
+) -> AsyncIterator[Harness]:
+    clock = StepClock()
+    async with Simulator(sim_config, clock=clock) as sim:
+        envoy = EnvoySettings(
+            host=sim.url,
+            enlighten_username=sim.enlighten_username if cloud_credentials else "",
+            enlighten_password=SecretStr(sim.enlighten_password if cloud_credentials else ""),
+        )
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            mqtt=MqttSettings(host="127.0.0.1", port=broker.port, base_topic=BASE),
+            # A device cadence of a day: the system cadence alone drives what these tests count.
+            polling=PollingSettings(system_interval=SYSTEM_INTERVAL, device_interval=86400),
+            enphase_cloud=CloudSettings(
+                login_url=sim.login_url, token_url=sim.token_url, ca_file=sim.ca_file, timeout=10
+            ),
+            token=token or TokenSettings(),
+            envoy=[envoy],
+        )
+        topics = Topics(BASE, "homeassistant")
+        publisher = RecordingPublisher(settings.mqtt, topics, clock)
+        poller = EnvoyPoller(envoy, settings, publisher, topics, metrics=Metrics(), clock=clock)
+        publisher.failures = lambda: poller.failures
+        h = Harness(clock, sim, poller, publisher)
+        h._tasks = [asyncio.create_task(publisher.run()), asyncio.create_task(poller.run())]
+        try:
+            await asyncio.wait_for(publisher.connected.wait(), 10)
+            await h.settle()
+            await h.advance(30)  # connected, probed, the first polls done
+            assert poller.available is True, poller.last_error
+            yield h
+        finally:
+            for task in h._tasks:
+                task.cancel()
+            for task in h._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await poller.close()
+
+
+def bridge_lines(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the daemon would print at its default level (info): the poller's and the client's lines."""
+    return [entry for entry in logs if "envoy" in entry and entry.get("log_level") != "debug"]
+
+
+def availability_changes(h: Harness, since: float = -math.inf) -> list[Published]:
+    return h.published("availability", since)
+
+
+# ------------------------------------------------------------------------------------- Envoy outage
+
+
+SYSTEM_ENDPOINTS = 4  # what one system poll of metered-3phase-iq reads: production.json, readings, 2 ensemble
+
+
+@pytest.mark.parametrize("kind", ["refused", "server_error", "drop"])
+async def test_ten_minute_envoy_outage(kind: str, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """Ten minutes without a working Envoy: few requests, few log lines, availability exact, recovery alone."""
+    async with harness(tmp_path, mosquitto, SimulatorConfig(profile="metered-3phase-iq")) as h:
+        threshold = h.poller.polling.failures_before_offline
+        requests_before = sum(h.sim.requests.values())
+        down_at = h.clock.monotonic()
+        with capture_logs() as logs:
+            if kind == "refused":
+                h.sim.faults.offline()  # connections refused (the Envoy reboots or lost its network)
+            elif kind == "server_error":
+                h.sim.faults.server_error(10**9, 503)  # the Envoy answers, with 503s only
+            else:
+                h.sim.faults.drop(10**9)  # connections accepted, then closed without an answer
+            await h.advance(600)
+            outage_lines = bridge_lines(logs)
+            requests_during = sum(h.sim.requests.values()) - requests_before
+            failed_polls = h.poller.failures
+
+            # availability: offline exactly when the threshold-th poll in a row failed, not before, once
+            changes = availability_changes(h, down_at)
+            assert [c.payload for c in changes] == [b"offline"]
+            assert changes[0].failures == threshold
+            assert h.gateway()["last_error"]
+            assert h.poller.last_error is not None
+            assert "Authorization" not in h.poller.last_error
+
+            # bounded: the circuit breaker spaces the trials out (naively 60 polls in ten minutes)
+            assert threshold <= failed_polls <= 10, failed_polls
+            if kind != "refused":  # a refused connection never reaches the simulator's counters
+                assert 0 < requests_during <= failed_polls * SYSTEM_ENDPOINTS * MAX_ATTEMPTS
+            # bounded: each distinct problem once, not once per poll or per retry
+            assert len(outage_lines) <= 2 + SYSTEM_ENDPOINTS, [e["event"] for e in outage_lines]
+            assert sum(1 for e in outage_lines if e["event"] == "envoy availability") == 1
+
+            # the Envoy returns: online on the first successful poll, without any help
+            h.sim.faults.clear()
+            await h.sim.start_envoy()
+            back_at = h.clock.monotonic()
+            failures_at_return = h.poller.failures
+            await h.advance(BREAKER_CAP + 2 * SYSTEM_INTERVAL, until=lambda: h.poller.available is True)
+        assert h.poller.available is True
+        online = availability_changes(h, back_at)
+        assert [c.payload for c in online] == [b"online"]
+        systems = h.published("system", back_at)
+        assert systems
+        assert systems[0].at == online[0].at  # the same poll: its first success after the return
+        assert h.poller.failures == 0
+        assert failures_at_return == failed_polls  # no failed poll between the return and the recovery
+        await h.advance(2 * SYSTEM_INTERVAL)
+        assert h.gateway()["last_error"] is None
+        assert len(h.published("system", back_at)) >= 2  # regular polling again
+
+        # and the broker holds the same truth
+        retained = await retained_on_broker(mosquitto.port)
+        assert retained[h.topic("availability")] == b"online"
+        assert json.loads(retained[h.topic("gateway")])["last_error"] is None
