@@ -199,15 +199,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .supervisor import run_daemon
 
         return asyncio.run(run_daemon(settings))
+    _private_state_dir(settings)
     if args.command == "check":
         return asyncio.run(_check(settings, as_json=args.json))
     if args.command == "token":
         return asyncio.run(_token(settings, args.action, show=args.show))
     if args.command == "capture":
-        from .capture import run_capture
-
-        return asyncio.run(run_capture(settings, args.output, args.envoy))
+        return asyncio.run(_capture(settings, args.output, args.envoy))
     raise AssertionError(args.command)
+
+
+def _private_state_dir(settings: Settings) -> None:
+    """check/token/capture may store a token: the state directory is 0700 as the daemon keeps it."""
+    from .state import ensure_private_dir
+
+    with contextlib.suppress(OSError):  # a legacy Envoy needs no state; the token store reports its own
+        ensure_private_dir(settings.state_dir)
 
 
 def _exit_code_for(exc: BaseException) -> int:
@@ -244,6 +251,16 @@ async def _token(settings: Settings, action: str, *, show: bool) -> int:
 
     try:
         return await token_command(settings, action, show=show)
+    except (EnvoyError, TokenError) as exc:
+        print(f"envoy2mqtt: {exc}", file=sys.stderr)
+        return _exit_code_for(exc)
+
+
+async def _capture(settings: Settings, output: Path, wanted: str | None) -> int:
+    from .capture import run_capture
+
+    try:
+        return await run_capture(settings, output, wanted)
     except (EnvoyError, TokenError) as exc:
         print(f"envoy2mqtt: {exc}", file=sys.stderr)
         return _exit_code_for(exc)
