@@ -9,7 +9,7 @@ from .clock import SYSTEM_CLOCK, iso_utc
 from .config import EnvoySettings, Settings
 from .envoy import endpoints
 from .envoy.client import EnvoyClient
-from .errors import EnvoyError
+from .errors import EnvoyAuthError, EnvoyError
 from .model import Payload, RawDeviceData, RawSystemData
 from .normalize import normalize_devices, normalize_meters, normalize_system
 
@@ -23,12 +23,29 @@ async def _optional(client: EnvoyClient, path: str, wanted: bool) -> Any:
         return None
 
 
+async def _legacy_credentials_work(client: EnvoyClient) -> None:
+    """The probe treats a 401 as "feature absent"; `check` tells the user their password is wrong.
+
+    Legacy firmware protects the per-inverter endpoint with the `envoy` user: when it was refused during
+    the probe, asking again outside the probe raises EnvoyAuthError naming envoy.username/envoy.password.
+    Any other failure (404 on old firmware...) keeps meaning "absent".
+    """
+    try:
+        await client.get_json(endpoints.API_V1_INVERTERS)
+    except EnvoyAuthError:
+        raise
+    except EnvoyError:
+        return
+
+
 async def check_envoy(envoy: EnvoySettings, settings: Settings) -> dict[str, Any]:
     """Connect, authenticate, probe, read every cadence once; the contract's payloads, nothing secret."""
     async with EnvoyClient(envoy, settings.enphase_cloud, settings.token, settings.state_dir) as client:
         info = await client.connect()
         features = await client.probe()
         present = features.endpoints
+        if info.auth_mode == "legacy" and endpoints.API_V1_INVERTERS not in present:
+            await _legacy_credentials_work(client)
         production_json = await _optional(
             client, endpoints.PRODUCTION_JSON, endpoints.PRODUCTION_JSON in present
         )
