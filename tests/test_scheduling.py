@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 
 import pytest
 
@@ -58,7 +59,7 @@ async def test_supervise_restarts_a_crashing_task_with_growing_backoff() -> None
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert len(calls) >= 4
-    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert gaps[0] < gaps[-1]  # backoff grows
     assert all(g >= 0.5 for g in gaps)  # never a tight loop
 
