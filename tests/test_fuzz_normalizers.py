@@ -82,7 +82,7 @@ ENDPOINTS: tuple[str, ...] = (*ep.PROBE_ENDPOINTS, ep.METERS_READINGS)
 # ------------------------------------------------------------------------------------------ sources
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Source:
     name: str
     info: EnvoyInfo
@@ -127,6 +127,10 @@ def sources() -> tuple[Source, ...]:
 
 def sources_with(endpoint: str) -> list[Source]:
     return [s for s in sources() if endpoint in s.bodies]
+
+
+def source_named(name: str) -> Source:
+    return next(s for s in sources() if s.name == name)
 
 
 # ------------------------------------------------------------------------------------------ mutations
@@ -241,7 +245,7 @@ def _mutate_value(value: Any, operation: str, draw: Callable[[Any], Any]) -> Any
     if operation == "replace":
         return draw(WEIRD)
     if operation == "stringify":
-        return json.dumps(value) if not isinstance(value, str) else value + "x"
+        return str(value) if not isinstance(value, str) else value + "x"
     if operation == "negate":
         if isinstance(value, int | float) and not isinstance(value, bool):
             return -value if value else -1
@@ -299,16 +303,24 @@ def truncated_text(body: Any, draw: Callable[[Any], Any]) -> Any:
         return text[:cut]
 
 
+@functools.cache
+def _template(source_name: str, endpoint: str) -> tuple[str, tuple[Path_, ...]]:
+    """The JSON text (fast to copy by parsing) and every node path of one original body."""
+    body = source_named(source_name).bodies[endpoint]
+    return json.dumps(body), tuple(all_paths(body))
+
+
 @st.composite
-def mutated(draw: Callable[[Any], Any], body: Any) -> Any:
-    """One hostile variant of `body`."""
+def mutated(draw: Callable[[Any], Any], source_name: str, endpoint: str) -> Any:
+    """One hostile variant of the named source's body for `endpoint`."""
+    body = source_named(source_name).bodies[endpoint]
     choice = draw(st.integers(min_value=0, max_value=19))
     if choice == 0:
         return draw(st.sampled_from(WHOLE_BODIES))
     if choice == 1:
         return truncated_text(body, draw)
-    new = copy.deepcopy(body)
-    paths = all_paths(new)
+    text, paths = _template(source_name, endpoint)
+    new = json.loads(text)
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         new = apply(new, draw(st.sampled_from(paths)), draw(st.sampled_from(OPERATIONS)), draw)
     return new
@@ -414,16 +426,16 @@ def fuzz_once(source: Source, endpoint: str, body: Any) -> None:
 
 def make_fuzzer(endpoint: str, config: settings, seen: dict[str, int] | None = None) -> Callable[[], None]:
     """A hypothesis test for one endpoint; `seen` counts the examples it ran (bench/fuzz.py)."""
-    candidates = sources_with(endpoint)
+    candidates = [s.name for s in sources_with(endpoint)]
 
     @config
     @given(data=st.data())
     def fuzz(data: st.DataObject) -> None:
-        source = data.draw(st.sampled_from(candidates), label="source")
-        body = data.draw(mutated(source.bodies[endpoint]), label="body")
+        name = data.draw(st.sampled_from(candidates), label="source")
+        body = data.draw(mutated(name, endpoint), label="body")
         if seen is not None:
             seen[endpoint] = seen.get(endpoint, 0) + 1
-        fuzz_once(source, endpoint, body)
+        fuzz_once(source_named(name), endpoint, body)
 
     return fuzz
 
