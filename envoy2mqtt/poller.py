@@ -156,6 +156,9 @@ class EnvoyPoller:
         """Connect (with backoff), probe, then run both cadences until cancelled."""
         try:
             await self._connect_with_backoff()
+            # The first system poll right away (system, gateway and availability within moments of the
+            # Envoy answering, bench/latency.py); the cadence then keeps its jittered phase.
+            await self._system_tick()
             async with asyncio.TaskGroup() as group:
                 group.create_task(
                     run_at_fixed_rate(
@@ -163,6 +166,7 @@ class EnvoyPoller:
                         self._system_tick,
                         self.clock,
                         jitter=min(5.0, self.polling.system_interval / 10),
+                        first_delay=self.polling.system_interval,
                     )
                 )
                 group.create_task(
@@ -187,6 +191,9 @@ class EnvoyPoller:
                 await self._connect()
                 return
             except (EnvoyError, TokenError) as exc:
+                if self.info is None and self.client.info is not None:
+                    # /info answered but authentication failed: publish the reason under the serial
+                    self._adopt_info(self.client.info)
                 self._record_failure(exc, "connect")
                 wait = delay * random.uniform(0.8, 1.2)
                 self.log.warning(

@@ -131,3 +131,28 @@ def test_demo_runs_with_nothing_else_and_stops_cleanly() -> None:
     counts = [line for line in out.splitlines() if line.startswith("Home Assistant discovery:")]
     assert any(not line.startswith("Home Assistant discovery: 0 devices") for line in counts)
     json.dumps(out)  # printable text only
+
+
+async def test_authentication_failure_is_published_with_its_reason(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """MFA on the Enlighten account: availability offline, the reason in `gateway.last_error`, no crash."""
+    async with (
+        Simulator(SimulatorConfig(profile="metered-1phase-acb")) as sim,
+        Watcher(mosquitto.port) as watcher,
+    ):
+        sim.cloud.mfa = True
+        config = write_config(tmp_path, mosquitto.port, envoy_table(sim), sim=sim)
+        daemon = Daemon(config, tmp_path / "daemon.log")
+        await daemon.start()
+        gateway = f"envoy2mqtt/{sim.serial}/gateway"
+        availability = f"envoy2mqtt/{sim.serial}/availability"
+        await watcher.wait_for(lambda: gateway in watcher.latest, 30, "the gateway diagnostics")
+        assert (
+            "multi-factor" in (watcher.json(gateway)["last_error"] or "").lower()
+            or "mfa" in (watcher.json(gateway)["last_error"] or "").lower()
+        )
+        await watcher.wait_for(lambda: watcher.latest.get(availability) == b"offline", 60, "offline")
+        assert daemon.running
+        code, _ = await daemon.terminate()
+        assert code == 0
