@@ -50,7 +50,7 @@ every capture with a net-consumption CT   net_energy_today / last_7_days    0   
 (8) Split-phase sites whose ``production.json`` has no ``lines[]``: pyenphase reads per-phase values only
     from ``lines[]``; we fall back to the channels of the matching CT in ``/ivp/meters/readings``.
 
-A run takes about 2 s for all 25 captures (pyenphase's retries never trigger against the simulator).
+The whole module runs in a few seconds (pyenphase's retries never trigger against the simulator).
 """
 
 from __future__ import annotations
