@@ -3,7 +3,8 @@
 The dump is what users attach to bug reports, so it is redacted consistently: every serial number
 becomes a stable fake of the same length (the same real serial always maps to the same fake, so the
 files still agree with each other), and tokens, cookies, e-mail addresses and MAC addresses are
-replaced. The simulator can replay the folder as it is.
+replaced (each distinct MAC address and e-mail address by its own stand-in, so they stay distinct).
+The simulator can replay the folder as it is.
 """
 
 from __future__ import annotations
@@ -32,12 +33,34 @@ class Redactor:
 
     def __init__(self) -> None:
         self.serials: dict[str, str] = {}
+        self.macs: dict[str, str] = {}
+        self.emails: dict[str, str] = {}
+
+    def _mac(self, match: re.Match[str]) -> str:
+        real = match.group(0).lower().replace("-", ":")
+        if real not in self.macs:
+            index = len(self.macs) + 1
+            # locally administered unicast addresses: never a real vendor's
+            self.macs[real] = f"02:00:00:00:{index // 256 % 256:02x}:{index % 256:02x}"
+        return self.macs[real]
+
+    def _email(self, match: re.Match[str]) -> str:
+        real = match.group(0).lower()
+        if real not in self.emails:
+            self.emails[real] = f"user{len(self.emails) + 1}@example.com"
+        return self.emails[real]
 
     def serial(self, real: str) -> str:
         if real not in self.serials:
-            index = len(self.serials) + 1
-            fake = f"{index:0{len(real)}d}" if real.isdigit() else f"SN{index:0{max(1, len(real) - 2)}d}"
-            self.serials[real] = fake[-len(real) :] if len(fake) > len(real) else fake
+            taken = {*self.serials, *self.serials.values()}
+            index = len(self.serials)
+            fake = real
+            while fake in taken or fake == real:
+                index += 1
+                # digits stay digits and never start with 0 (serials also appear as JSON numbers)
+                fake = f"9{index:0{len(real) - 1}d}" if real.isdigit() else f"SN{index:0{len(real) - 2}d}"
+                fake = fake[-len(real) :] if len(real) > 2 else fake
+            self.serials[real] = fake
         return self.serials[real]
 
     def learn(self, data: Any) -> None:
@@ -57,13 +80,24 @@ class Redactor:
     def text(self, text: str) -> str:
         for match in _XML_SERIAL.findall(text):
             self.serial(match)
-        for real in sorted(self.serials, key=len, reverse=True):
-            if len(real) >= 6:
-                text = text.replace(real, self.serials[real])
+        known = [re.escape(real) for real in sorted(self.serials, key=len, reverse=True) if len(real) >= 6]
+        if known:
+            # whole tokens only: a serial inside a longer number is not that serial
+            pattern = re.compile(rf"(?<![0-9A-Za-z])(?:{'|'.join(known)})(?![0-9A-Za-z])")
+            text = pattern.sub(lambda m: self.serials[m.group(0)], text)
         text = _JWT.sub("<redacted-token>", text)
-        text = _EMAIL.sub("user@example.com", text)
-        text = _MAC.sub("00:00:00:00:00:00", text)
+        text = _EMAIL.sub(self._email, text)
+        text = _MAC.sub(self._mac, text)
         return _SESSION.sub(r"\1<redacted>", text)
+
+
+# Files the shared layout (and so the simulator) names differently from the path.
+_LAYOUT_NAMES = {endpoints.INFO: "info", endpoints.HOME: "home"}
+
+
+def capture_name(path: str) -> str:
+    """The file a path is stored in: the shared layout's name (`/home.json` is `home`, `/info` is `info`)."""
+    return _LAYOUT_NAMES.get(path, endpoints.capture_file_name(path))
 
 
 async def capture_envoy(envoy: EnvoySettings, settings: Settings, output: Path) -> list[str]:
@@ -90,9 +124,7 @@ async def capture_envoy(envoy: EnvoySettings, settings: Settings, output: Path) 
             redactor.text(body)
     summary = []
     for path, (status, body) in raw.items():
-        name = endpoints.capture_file_name(path)
-        if path == endpoints.INFO:
-            name = "info"
+        name = capture_name(path)
         if status == 200:
             (output / name).write_text(redactor.text(body), encoding="utf-8")
         log = {"code": status, "headers": {}}
