@@ -52,7 +52,8 @@ FLOWS = [
     Flow("legacy-digest-custom-password", "legacy-unmetered", legacy_password=f"pw-{secrets.token_hex(5)}"),
     Flow("legacy-installer", "legacy-unmetered", user="installer"),
     Flow("pasted-token", "metered-1phase-acb", pasted=True),
-    Flow("enlighten-cloud-fetch", "metered-3phase-iq", cloud=True),
+    # the cloud fetch, then a 401 storm: revalidation fails, a new token is fetched and refused too
+    Flow("enlighten-cloud-fetch-then-401-storm", "metered-3phase-iq", cloud=True, storm=True),
     Flow("mfa-answer", "metered-1phase-acb", cloud=True, mfa=True, works=False, wait_log="multi-factor"),
     Flow(
         "garbage-token",
@@ -62,7 +63,6 @@ FLOWS = [
         works=False,
         wait_log="token_fetch_failed",
     ),
-    Flow("unauthorized-storm", "metered-3phase-iq", cloud=True, storm=True),
     Flow(
         "wrong-enlighten-password",
         "metered-1phase-acb",
@@ -192,11 +192,16 @@ async def test_no_secret_leaks_through_any_auth_flow(
                 )
             if flow.storm:
                 polls = sim.requests["/production.json?details=1"]
-                sim.faults.unauthorized(8)
+                sim.faults.unauthorized(3)  # the poll, check_jwt, the new token's check_jwt
                 await watcher.wait_for(
                     lambda: sim.faults.snapshot()["unauthorized"] == 0, 40, "the 401 storm to be consumed"
                 )
-                assert sim.requests["/production.json?details=1"] >= polls
+                assert sim.requests["/production.json?details=1"] > polls
+                await watcher.wait_for(
+                    lambda: "token_rejected_by_envoy" in daemon.log_text(),
+                    10,
+                    "the daemon to notice the storm",
+                )
             if flow.wait_log:
                 await watcher.wait_for(lambda: flow.wait_log in daemon.log_text(), 40, flow.wait_log)
             debug = [line for line in daemon.log_lines() if line.get("level") == "debug"]
