@@ -15,11 +15,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import AcceleratedClock  # noqa: E402
+from _common import AcceleratedClock
 
-from envoy2mqtt.cli import _load, _setup_logging  # noqa: E402
-from envoy2mqtt.clock import SYSTEM_CLOCK, Clock  # noqa: E402
-from envoy2mqtt.supervisor import run_daemon  # noqa: E402
+from envoy2mqtt.cli import _load, _setup_logging
+from envoy2mqtt.clock import SYSTEM_CLOCK, Clock
+from envoy2mqtt.supervisor import run_daemon
 
 
 def main() -> int:

@@ -21,10 +21,10 @@ from typing import IO, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiohttp import web  # noqa: E402
+from aiohttp import web
 
-from envoy2mqtt.logging import setup_logging  # noqa: E402
-from envoy2mqtt.simulator import Simulator, SimulatorConfig  # noqa: E402
+from envoy2mqtt.logging import setup_logging
+from envoy2mqtt.simulator import Simulator, SimulatorConfig
 
 
 class StampingSimulator(Simulator):

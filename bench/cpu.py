@@ -28,14 +28,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PYTHON, Mosquitto, SimHost, load  # noqa: E402
+from _common import PYTHON, Mosquitto, SimHost, load
 
 SYSTEM_PER_HOUR = 60
 DEVICE_EVERY = 5
 
 
 async def _drain(publisher: Any) -> None:
-    while publisher._outbox:  # noqa: SLF001 - the bench waits until everything reached the broker
+    while publisher._outbox:
         await asyncio.sleep(0.002)
 
 
@@ -72,8 +72,13 @@ async def side_ours(sim: dict[str, Any], broker: int, hours: float, mode: str) -
         failures = poller.failures
         await poller.close()
         runner.cancel()
-        return {"cpu": cpu, "wall": wall, "cycles": cycles, "failures": failures,
-                "published": publisher.messages_published}
+        return {
+            "cpu": cpu,
+            "wall": wall,
+            "cycles": cycles,
+            "failures": failures,
+            "published": publisher.messages_published,
+        }
 
 
 async def side_pyenphase(sim: dict[str, Any], hours: float) -> dict[str, float]:
@@ -95,9 +100,24 @@ async def side_pyenphase(sim: dict[str, Any], hours: float) -> dict[str, float]:
 
 def run_side(side: str, sim: dict[str, Any], broker: int, hours: float, mode: str) -> dict[str, float]:
     out = subprocess.run(
-        [PYTHON, __file__, "--side", side, "--sim", json.dumps(sim), "--broker", str(broker),
-         "--hours", str(hours), "--mode", mode],
-        capture_output=True, text=True, check=False, timeout=1800,
+        [
+            PYTHON,
+            __file__,
+            "--side",
+            side,
+            "--sim",
+            json.dumps(sim),
+            "--broker",
+            str(broker),
+            "--hours",
+            str(hours),
+            "--mode",
+            mode,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
     )
     if out.returncode != 0:
         raise RuntimeError(f"{side} side failed: {out.stderr[-2000:]}")
@@ -105,7 +125,9 @@ def run_side(side: str, sim: dict[str, Any], broker: int, hours: float, mode: st
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="20 inverters, a tenth of an hour")
     parser.add_argument("--scale", type=int, default=300)
     parser.add_argument("--hours", type=float, default=2.0)
@@ -125,8 +147,11 @@ def main() -> int:
     scale, hours = (20, 0.1) if args.quick else (args.scale, args.hours)
     spec = [{"profile": "metered-3phase-iq", "scale": scale, "live": True, "time_scale": 60.0}]
     print(f"# cpu: metered-3phase-iq, {scale} inverters, {hours} simulated hour(s); {load()}")
-    with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp, Mosquitto(Path(tmp)) as broker, \
-            SimHost(spec) as host:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp,
+        Mosquitto(Path(tmp)) as broker,
+        SimHost(spec) as host,
+    ):
         sim = host.sims[0]
         theirs = run_side("pyenphase", sim, broker.port, hours, "hour")
         ours = run_side("ours", sim, broker.port, hours, "hour")
@@ -134,13 +159,19 @@ def main() -> int:
     if ours["failures"] or equal["failures"]:
         print(f"WARNING: our poller recorded failures: {ours['failures']}, {equal['failures']}")
     per_hour_theirs = theirs["cpu"] / hours
-    print(f"pyenphase: {theirs['cycles']:.0f} update() in {theirs['cpu']:.2f} CPU s "
-          f"({per_hour_theirs:.2f} CPU s per hour of polling)")
-    print(f"envoy2mqtt: {ours['cycles']:.0f} system + {ours['cycles'] / DEVICE_EVERY:.0f} device cycles, "
-          f"{ours['published']:.0f} MQTT messages, in {ours['cpu']:.2f} CPU s ({ours['cpu'] / hours:.2f} per hour)")
+    print(
+        f"pyenphase: {theirs['cycles']:.0f} update() in {theirs['cpu']:.2f} CPU s "
+        f"({per_hour_theirs:.2f} CPU s per hour of polling)"
+    )
+    print(
+        f"envoy2mqtt: {ours['cycles']:.0f} system + {ours['cycles'] / DEVICE_EVERY:.0f} device cycles, "
+        f"{ours['published']:.0f} MQTT messages, in {ours['cpu']:.2f} CPU s ({ours['cpu'] / hours:.2f} per hour)"
+    )
     print(f"ratio per hour at default settings: {ours['cpu'] / theirs['cpu']:.2f}× (target ≤ 0.50×)")
-    print(f"reference, every cycle system + device vs every cycle update(): {equal['cpu'] / theirs['cpu']:.2f}× "
-          f"({equal['cpu']:.2f} CPU s, {equal['published']:.0f} messages)")
+    print(
+        f"reference, every cycle system + device vs every cycle update(): {equal['cpu'] / theirs['cpu']:.2f}× "
+        f"({equal['cpu']:.2f} CPU s, {equal['published']:.0f} messages)"
+    )
     print(f"# {load()}")
     return 0
 

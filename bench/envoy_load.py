@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PROFILES, capture_folders, load  # noqa: E402
+from _common import PROFILES, capture_folders, load
 
-from envoy2mqtt.config import CloudSettings, EnvoySettings, PollingSettings, Settings  # noqa: E402
-from envoy2mqtt.logging import setup_logging  # noqa: E402
-from envoy2mqtt.mqtt.publisher import Publisher  # noqa: E402
-from envoy2mqtt.mqtt.topics import Topics  # noqa: E402
-from envoy2mqtt.poller import EnvoyPoller  # noqa: E402
-from envoy2mqtt.simulator import Simulator, SimulatorConfig  # noqa: E402
+from envoy2mqtt.config import CloudSettings, EnvoySettings, PollingSettings, Settings
+from envoy2mqtt.logging import setup_logging
+from envoy2mqtt.mqtt.publisher import Publisher
+from envoy2mqtt.mqtt.topics import Topics
+from envoy2mqtt.poller import EnvoyPoller
+from envoy2mqtt.simulator import Simulator, SimulatorConfig
 
 HA_UPDATE_INTERVAL = 60.0
 PATHS: dict[str, list[tuple[str, dict[str, int]]]] = {}  # serial -> (cycle, requests by path)
@@ -131,16 +131,25 @@ async def measure(name: str, config: SimulatorConfig, polling: PollingSettings) 
         with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
             try:
                 system, device, per_hour, kind = await ours(sim, Path(tmp), polling)
-            except Exception as exc:  # noqa: BLE001 - reported in the table
+            except Exception as exc:
                 return Row(name, sim.firmware, "?", 0, 0, 0.0, None, None, f"ours failed: {exc}"[:80])
         try:
             update = await pyenphase_update(sim)
-        except Exception as exc:  # noqa: BLE001 - some captures are refused by pyenphase itself
+        except Exception as exc:
             return Row(
-                name, sim.firmware, kind, system, device, per_hour, None, None,
+                name,
+                sim.firmware,
+                kind,
+                system,
+                device,
+                per_hour,
+                None,
+                None,
                 f"pyenphase failed: {type(exc).__name__}"[:80],
             )
-        return Row(name, sim.firmware, kind, system, device, per_hour, update, update * 3600 / HA_UPDATE_INTERVAL)
+        return Row(
+            name, sim.firmware, kind, system, device, per_hour, update, update * 3600 / HA_UPDATE_INTERVAL
+        )
 
 
 def table(rows: list[Row]) -> str:
@@ -178,7 +187,9 @@ def by_hardware(rows: list[Row]) -> str:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="two sources only (smoke test)")
     parser.add_argument("--paths", action="store_true", help="print the requests of every cycle")
     parser.add_argument("--only", nargs="*", default=None, help="capture folder or profile names")
@@ -192,9 +203,11 @@ async def main() -> int:
         sources = [s for s in sources if s[0] in args.only]
     elif args.quick:
         sources = [s for s in sources if s[0] in ("metered-3phase-iq", "legacy-unmetered")]
-    print(f"# envoy_load: default cadences system {polling.system_interval:.0f} s, device "
-          f"{polling.device_interval:.0f} s, firmware check {polling.firmware_check_interval:.0f} s; "
-          f"pyenphase update every {HA_UPDATE_INTERVAL:.0f} s; {load()}")
+    print(
+        f"# envoy_load: default cadences system {polling.system_interval:.0f} s, device "
+        f"{polling.device_interval:.0f} s, firmware check {polling.firmware_check_interval:.0f} s; "
+        f"pyenphase update every {HA_UPDATE_INTERVAL:.0f} s; {load()}"
+    )
     rows = [await measure(name, config, polling) for name, config in sources]
     print(table(rows))
     if args.paths:

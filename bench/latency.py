@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiomqtt  # noqa: E402
-from _common import BENCH, PYTHON, ROOT, Mosquitto, SimHost, load, percentile, write_config  # noqa: E402
+import aiomqtt
+from _common import BENCH, PYTHON, ROOT, Mosquitto, SimHost, load, percentile, write_config
 
 LAST_SYSTEM_RESPONSE = "/ivp/ensemble/secctrl"
 
@@ -78,7 +78,9 @@ async def measure_latency(tmp: Path, seconds: float, speed: float) -> list[float
             with (tmp / "daemon.log").open("ab") as log:
                 proc = subprocess.Popen(
                     [PYTHON, str(BENCH / "_daemon.py"), "--config", str(config), "--speed", str(speed)],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(ROOT),
                 )
                 try:
                     await asyncio.sleep(seconds)
@@ -107,7 +109,9 @@ async def measure_startup(tmp: Path) -> tuple[float, float]:
                 started = time.time()
                 proc = subprocess.Popen(
                     [PYTHON, "-m", "envoy2mqtt", "run", "--config", str(config)],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(ROOT),
                 )
                 done = None
                 try:
@@ -117,7 +121,11 @@ async def measure_startup(tmp: Path) -> tuple[float, float]:
                         seen = {t for _, t, _ in sub.events} & wanted
                         is_online = any(t == online and p == b"online" for _, t, p in sub.events)
                         if seen == wanted and is_online:
-                            done = max(at for at, t, p in sub.events if t in wanted or (t == online and p == b"online"))
+                            done = max(
+                                at
+                                for at, t, p in sub.events
+                                if t in wanted or (t == online and p == b"online")
+                            )
                 finally:
                     proc.terminate()
                     proc.wait(20)
@@ -128,7 +136,9 @@ async def measure_startup(tmp: Path) -> tuple[float, float]:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="10 s of cycles and one start")
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--speed", type=float, default=10.0)
@@ -139,8 +149,10 @@ async def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-lat-") as tmp:
         latencies = await measure_latency(Path(tmp), seconds, args.speed)
     if latencies:
-        print(f"response → MQTT message: {len(latencies)} system cycles, p50 {percentile(latencies, 50):.1f} ms, "
-              f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms (target p99 ≤ 20 ms)")
+        print(
+            f"response → MQTT message: {len(latencies)} system cycles, p50 {percentile(latencies, 50):.1f} ms, "
+            f"p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms (target p99 ≤ 20 ms)"
+        )
     else:
         print("response → MQTT message: no samples")
     runs = []
@@ -149,9 +161,11 @@ async def main() -> int:
             runs.append(await measure_startup(Path(tmp)))
     total = [r[0] for r in runs]
     after = [r[1] for r in runs]
-    print(f"start-up ({starts} starts, default cadences): process start → first complete publish median "
-          f"{percentile(total, 50):.2f} s, max {max(total):.2f} s; Envoy's first answer → first complete publish "
-          f"median {percentile(after, 50):.2f} s, max {max(after):.2f} s (target ≤ 2 s)")
+    print(
+        f"start-up ({starts} starts, default cadences): process start → first complete publish median "
+        f"{percentile(total, 50):.2f} s, max {max(total):.2f} s; Envoy's first answer → first complete publish "
+        f"median {percentile(after, 50):.2f} s, max {max(after):.2f} s (target ≤ 2 s)"
+    )
     print(f"# {load()}")
     return 0
 

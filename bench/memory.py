@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     BENCH,
     PYTHON,
     ROOT,
@@ -73,7 +73,9 @@ def run_daemon(argv: list[str], log: Path, seconds: float, every: float) -> tupl
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="20 inverters, a few seconds each phase")
     parser.add_argument("--scale", type=int, default=300)
     parser.add_argument("--steady", type=float, default=45.0, help="real seconds of the real daemon")
@@ -81,12 +83,17 @@ def main() -> int:
     args = parser.parse_args()
     scale, steady, soak = (20, 8.0, 12.0) if args.quick else (args.scale, args.steady, args.soak)
     speed = DAY / soak
-    print(f"# memory: metered-3phase-iq, {scale} inverters; soak = 24 simulated hours in {soak:.0f} s "
-          f"(clock ×{speed:.0f}); {load()}")
+    print(
+        f"# memory: metered-3phase-iq, {scale} inverters; soak = 24 simulated hours in {soak:.0f} s "
+        f"(clock ×{speed:.0f}); {load()}"
+    )
     floor = floor_rss()
     spec = [{"profile": "metered-3phase-iq", "scale": scale, "live": True, "time_scale": speed}]
-    with tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp_name, Mosquitto(Path(tmp_name)) as broker, \
-            SimHost(spec) as host:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-mem-") as tmp_name,
+        Mosquitto(Path(tmp_name)) as broker,
+        SimHost(spec) as host,
+    ):
         tmp = Path(tmp_name)
         sim = host.sims[0]
         config = write_config(tmp, broker.port, host.sims, system_interval=10, device_interval=60)
@@ -95,25 +102,35 @@ def main() -> int:
             [PYTHON, "-m", "envoy2mqtt", "run", "--config", str(config)], tmp / "daemon.log", steady, 1.0
         )
         real_requests = sim_requests(sim) - before
-        steady_rss = statistics.median(samples[-max(1, len(samples) // 3):]) if samples else float("nan")
+        steady_rss = statistics.median(samples[-max(1, len(samples) // 3) :]) if samples else float("nan")
         before = sim_requests(sim)
         soak_samples, soak_code = run_daemon(
             [PYTHON, str(BENCH / "_daemon.py"), "--config", str(config), "--speed", f"{speed}"],
-            tmp / "soak.log", soak, max(0.5, soak / 120),
+            tmp / "soak.log",
+            soak,
+            max(0.5, soak / 120),
         )
         soak_requests = sim_requests(sim) - before
-        errors = [line for line in (tmp / "soak.log").read_text(errors="replace").splitlines() if '"error"' in line]
+        errors = [
+            line for line in (tmp / "soak.log").read_text(errors="replace").splitlines() if '"error"' in line
+        ]
     fifth = max(1, len(soak_samples) // 5)
-    early = statistics.median(soak_samples[fifth : 2 * fifth]) if len(soak_samples) >= 2 * fifth else float("nan")
+    early = (
+        statistics.median(soak_samples[fifth : 2 * fifth]) if len(soak_samples) >= 2 * fifth else float("nan")
+    )
     late = statistics.median(soak_samples[-fifth:]) if soak_samples else float("nan")
     noise = statistics.pstdev(soak_samples[fifth:]) if len(soak_samples) > fifth + 1 else 0.0
     print(f"floor (bare interpreter, same imports): {floor:.1f} MB")
-    print(f"daemon steady state ({steady:.0f} s real, {real_requests} Envoy requests, exit {code}): "
-          f"{steady_rss:.1f} MB = floor + {steady_rss - floor:.1f} MB (target ≤ +15 MB)")
-    print(f"soak: {soak_requests} Envoy requests over a simulated day (exit {soak_code}); RSS min "
-          f"{min(soak_samples, default=float('nan')):.1f} / max {max(soak_samples, default=float('nan')):.1f} MB; "
-          f"second fifth {early:.1f} MB → last fifth {late:.1f} MB: growth {late - early:+.1f} MB "
-          f"(sample stdev {noise:.1f} MB)")
+    print(
+        f"daemon steady state ({steady:.0f} s real, {real_requests} Envoy requests, exit {code}): "
+        f"{steady_rss:.1f} MB = floor + {steady_rss - floor:.1f} MB (target ≤ +15 MB)"
+    )
+    print(
+        f"soak: {soak_requests} Envoy requests over a simulated day (exit {soak_code}); RSS min "
+        f"{min(soak_samples, default=float('nan')):.1f} / max {max(soak_samples, default=float('nan')):.1f} MB; "
+        f"second fifth {early:.1f} MB → last fifth {late:.1f} MB: growth {late - early:+.1f} MB "
+        f"(sample stdev {noise:.1f} MB)"
+    )
     if errors:
         print(f"soak log has {len(errors)} error lines, first: {errors[0][:300]}")
     print(f"# {load()}")

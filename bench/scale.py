@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -23,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PYTHON, ROOT, Mosquitto, SimHost, load, percentile, proc_cpu_seconds, write_config  # noqa: E402
-from latency import Subscriber  # noqa: E402
+from _common import PYTHON, ROOT, Mosquitto, SimHost, load, percentile, proc_cpu_seconds, write_config
+from latency import Subscriber
 
 CADENCE = 10.0
 ON_TIME = 1.0
@@ -37,29 +38,42 @@ def lateness(arrivals: list[float]) -> tuple[list[float], int]:
     slots = [round((t - first) / CADENCE) for t in arrivals]
     offsets = [t - k * CADENCE for t, k in zip(arrivals, slots, strict=True)]
     base = min(offsets)
-    missed = sum(max(0, b - a - 1) for a, b in zip(slots, slots[1:], strict=False))
+    missed = sum(max(0, b - a - 1) for a, b in itertools.pairwise(slots))
     return [o - base for o in offsets], missed
 
 
 async def run_count(count: int, warmup: float, window: float) -> dict[str, float]:
     specs = [{"profile": "metered-3phase-iq", "scale": 10, "serial": f"1223{n:08d}"} for n in range(count)]
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp_name, Mosquitto(Path(tmp_name)) as broker, \
-            SimHost(specs) as host:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp_name,
+        Mosquitto(Path(tmp_name)) as broker,
+        SimHost(specs) as host,
+    ):
         tmp = Path(tmp_name)
         config = write_config(tmp, broker.port, host.sims, system_interval=CADENCE, device_interval=60)
         async with Subscriber(broker.port) as sub:
             with (tmp / "daemon.log").open("ab") as log:
                 proc = subprocess.Popen(
                     [PYTHON, "-m", "envoy2mqtt", "run", "--config", str(config)],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(ROOT),
                 )
                 try:
                     await asyncio.sleep(warmup)
-                    cpu0, sim0, wall0, at0 = proc_cpu_seconds(proc.pid), proc_cpu_seconds(host.pid), \
-                        time.monotonic(), time.time()
+                    cpu0, sim0, wall0, at0 = (
+                        proc_cpu_seconds(proc.pid),
+                        proc_cpu_seconds(host.pid),
+                        time.monotonic(),
+                        time.time(),
+                    )
                     await asyncio.sleep(window)
-                    cpu1, sim1, wall1, at1 = proc_cpu_seconds(proc.pid), proc_cpu_seconds(host.pid), \
-                        time.monotonic(), time.time()
+                    cpu1, sim1, wall1, at1 = (
+                        proc_cpu_seconds(proc.pid),
+                        proc_cpu_seconds(host.pid),
+                        time.monotonic(),
+                        time.time(),
+                    )
                 finally:
                     proc.terminate()
                     proc.wait(30)
@@ -76,7 +90,9 @@ async def run_count(count: int, warmup: float, window: float) -> dict[str, float
             late.extend(values)
             missed += lost
             # slots before the first / after the last arrival inside the window also count as missed
-            missed += max(0, int((arrivals[0] - at0) // CADENCE)) + max(0, int((at1 - arrivals[-1]) // CADENCE))
+            missed += max(0, int((arrivals[0] - at0) // CADENCE)) + max(
+                0, int((at1 - arrivals[-1]) // CADENCE)
+            )
         wall = wall1 - wall0
         return {
             "count": count,
@@ -92,16 +108,22 @@ async def run_count(count: int, warmup: float, window: float) -> dict[str, float
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="3 Envoys, short windows")
     parser.add_argument("--counts", type=int, nargs="*", default=[10, 50, 100])
     parser.add_argument("--warmup", type=float, default=30.0)
     parser.add_argument("--window", type=float, default=60.0)
     args = parser.parse_args()
-    counts, warmup, window = ([3], 8.0, 21.0) if args.quick else (args.counts, args.warmup, args.window)
-    print(f"# scale: system cadence {CADENCE:.0f} s, device 60 s, {window:.0f} s measured after {warmup:.0f} s; {load()}")
-    print("| Envoys | daemon CPU (% of one core) | simulator CPU | system polls | lateness p50 / p99 / max (s) "
-          "| missed ticks | silent Envoys | on time |")
+    counts, warmup, window = ([3], 6.0, 11.0) if args.quick else (args.counts, args.warmup, args.window)
+    print(
+        f"# scale: system cadence {CADENCE:.0f} s, device 60 s, {window:.0f} s measured after {warmup:.0f} s; {load()}"
+    )
+    print(
+        "| Envoys | daemon CPU (% of one core) | simulator CPU | system polls | lateness p50 / p99 / max (s) "
+        "| missed ticks | silent Envoys | on time |"
+    )
     print("|---:|---:|---:|---:|---|---:|---:|---|")
     best = 0
     for count in counts:
@@ -109,9 +131,12 @@ async def main() -> int:
         on_time = r["missed"] == 0 and r["silent"] == 0 and r["max"] <= ON_TIME
         if on_time:
             best = max(best, count)
-        print(f"| {count} | {r['cpu']:.1f} % | {r['sim_cpu']:.1f} % | {r['polls']:.0f} | "
-              f"{r['p50']:.3f} / {r['p99']:.3f} / {r['max']:.3f} | {r['missed']:.0f} | {r['silent']:.0f} | "
-              f"{'yes' if on_time else 'no'} |  ({load()})", flush=True)
+        print(
+            f"| {count} | {r['cpu']:.1f} % | {r['sim_cpu']:.1f} % | {r['polls']:.0f} | "
+            f"{r['p50']:.3f} / {r['p99']:.3f} / {r['max']:.3f} | {r['missed']:.0f} | {r['silent']:.0f} | "
+            f"{'yes' if on_time else 'no'} |  ({load()})",
+            flush=True,
+        )
     print(f"largest count with every poll on time: {best}")
     return 0
 
