@@ -35,7 +35,7 @@ DEVICE_EVERY = 5
 
 
 async def _drain(publisher: Any) -> None:
-    while publisher._outbox:
+    while publisher._outbox and publisher.connected.is_set():
         await asyncio.sleep(0.002)
 
 
@@ -54,8 +54,10 @@ async def side_ours(sim: dict[str, Any], broker: int, hours: float, mode: str) -
         )
         topics = Topics(settings.mqtt.base_topic, settings.mqtt.discovery_prefix)
         publisher = Publisher(settings.mqtt, topics)
-        runner = asyncio.create_task(publisher.run())
-        await asyncio.wait_for(publisher.connected.wait(), 20)
+        # "nopub": the publisher never connects, publish() only keeps the last state (poll + normalize only)
+        runner = asyncio.create_task(publisher.run() if mode != "nopub" else asyncio.sleep(0))
+        if mode != "nopub":
+            await asyncio.wait_for(publisher.connected.wait(), 20)
         poller = EnvoyPoller(envoy, settings, publisher, topics)
         await poller._connect()
         await poller._system_tick()  # first cycles announce discovery: not steady state
@@ -156,6 +158,7 @@ def main() -> int:
         theirs = run_side("pyenphase", sim, broker.port, hours, "hour")
         ours = run_side("ours", sim, broker.port, hours, "hour")
         equal = run_side("ours", sim, broker.port, hours, "equal")
+        nopub = run_side("ours", sim, broker.port, hours, "nopub")
     if ours["failures"] or equal["failures"]:
         print(f"WARNING: our poller recorded failures: {ours['failures']}, {equal['failures']}")
     per_hour_theirs = theirs["cpu"] / hours
@@ -171,6 +174,10 @@ def main() -> int:
     print(
         f"reference, every cycle system + device vs every cycle update(): {equal['cpu'] / theirs['cpu']:.2f}× "
         f"({equal['cpu']:.2f} CPU s, {equal['published']:.0f} messages)"
+    )
+    print(
+        f"reference, poll + normalize only (publisher not connected), per hour: {nopub['cpu'] / theirs['cpu']:.2f}× "
+        f"({nopub['cpu']:.2f} CPU s)"
     )
     print(f"# {load()}")
     return 0
