@@ -38,13 +38,19 @@ async def _legacy_credentials_work(client: EnvoyClient) -> None:
         return
 
 
-async def check_envoy(envoy: EnvoySettings, settings: Settings) -> dict[str, Any]:
-    """Connect, authenticate, probe, read every cadence once; the contract's payloads, nothing secret."""
+async def check_envoy(
+    envoy: EnvoySettings, settings: Settings, *, verify_credentials: bool = False
+) -> dict[str, Any]:
+    """Connect, authenticate, probe, read every cadence once; the contract's payloads, nothing secret.
+
+    By default a legacy Envoy refusing the inverter endpoint means "feature absent", as in the daemon.
+    With `verify_credentials` (the `check` command) that refusal raises EnvoyAuthError instead.
+    """
     async with EnvoyClient(envoy, settings.enphase_cloud, settings.token, settings.state_dir) as client:
         info = await client.connect()
         features = await client.probe()
         present = features.endpoints
-        if info.auth_mode == "legacy" and endpoints.API_V1_INVERTERS not in present:
+        if verify_credentials and info.auth_mode == "legacy" and endpoints.API_V1_INVERTERS not in present:
             await _legacy_credentials_work(client)
         production_json = await _optional(
             client, endpoints.PRODUCTION_JSON, endpoints.PRODUCTION_JSON in present

@@ -232,7 +232,7 @@ async def _check(settings: Settings, *, as_json: bool) -> int:
     worst = EXIT_OK
     for envoy in settings.envoy:
         try:
-            results.append(await check_envoy(envoy, settings))
+            results.append(await check_envoy(envoy, settings, verify_credentials=True))
         except (EnvoyError, TokenError) as exc:
             code = _exit_code_for(exc)
             worst = worst or code
