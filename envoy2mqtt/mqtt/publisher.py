@@ -269,9 +269,11 @@ class Publisher:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.publish(self._topics.bridge_availability, ONLINE, qos=1, retain=True)
+        _reraise_lost_cancel()
         self.messages_published += 1
         if self._settings.discovery:
             await client.subscribe(self._topics.ha_status, qos=1)
+            _reraise_lost_cancel()
         # Entries left from the last connection are clears only (states are replayed below).
         self._outbox = {t: m for t, m in self._outbox.items() if not m.payload}
         self._client = client
@@ -360,6 +362,7 @@ class Publisher:
             while self._outbox:
                 topic, message = next(iter(self._outbox.items()))
                 await client.publish(topic, message.payload, qos=message.qos, retain=message.retain)
+                _reraise_lost_cancel()
                 self.messages_published += 1
                 if self._outbox.get(topic) is message:
                     del self._outbox[topic]
@@ -390,6 +393,19 @@ class Publisher:
             await self.republish_all()
             if self.ha_births == seen:
                 return
+
+
+def _reraise_lost_cancel() -> None:
+    """Raise the cancellation that an aiomqtt call swallowed.
+
+    aiomqtt waits for the broker's acknowledgement with ``asyncio.wait_for``; on Python 3.11 that returns
+    the result instead of raising when the cancel lands just as the acknowledgement arrives. The task
+    stays "cancelling" but runs on: the sender then waited forever for work, and the task group that
+    cancelled it (a reconnect, ``shutdown()``, SIGTERM) waited forever for the sender.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
