@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 GATEWAY_REPUBLISH_INTERVAL = 300.0
 CONNECT_BACKOFF_CAP = 300.0
+_NUMBERS = re.compile(r"\d+")
 BREAKER_CAP = 300.0  # while the Envoy keeps failing, try at most this rarely (its ~23:00 reset lasts minutes)
 
 
@@ -147,6 +149,7 @@ class EnvoyPoller:
         self._child_shapes: dict[str, tuple[Any, ...]] = {}  # what each announced config was built from
         self._problems = {"system": _Once(), "devices": _Once(), "firmware": _Once()}
         self._failing_endpoints: dict[str, str] = {}  # path -> the problem logged for it
+        self._failure_problems: set[str] = set()  # poll failures logged since the last success
         self._error_is_correction = False
         self._last_failure_at: float | None = None
 
@@ -597,6 +600,7 @@ class EnvoyPoller:
 
     def _record_success(self, cadence: str) -> None:
         self.failures = 0
+        self._failure_problems.clear()
         self.last_poll_ok = self.clock.time()
         self.last_success_monotonic[cadence] = self.clock.monotonic()
         if self.last_error and not self._error_is_correction:
@@ -612,7 +616,11 @@ class EnvoyPoller:
         self._last_failure_at = self.clock.monotonic()
         self._error_is_correction = False
         reason = short_error(exc)
-        if self.last_error != reason:
+        # Once per distinct problem while the Envoy keeps failing; numbers (a countdown such as "next
+        # attempt in 63 s", a port) do not make a problem new, else a 401 storm logs every poll.
+        problem = _NUMBERS.sub("#", reason)
+        if problem not in self._failure_problems:
+            self._failure_problems.add(problem)
             self.log.warning("poll failed", cadence=cadence, kind=error_kind(exc), reason=reason)
         self.last_error = reason
         if self.metrics is not None:
