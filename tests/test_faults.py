@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import random
@@ -54,6 +55,8 @@ pytestmark = [pytest.mark.timeout(240)]
 
 BASE = "envoy2mqtt"
 SYSTEM_INTERVAL = 10.0
+# 2026-05-28 08:00 UTC: virtual runs of several hours stay within the sites' local day (no midnight resets)
+MORNING = 1_779_955_200.0
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -180,7 +183,7 @@ async def harness(
     token: TokenSettings | None = None,
     cloud_credentials: bool = True,
 ) -> AsyncIterator[Harness]:
-    clock = StepClock()
+    clock = StepClock(start=MORNING)
     async with Simulator(sim_config, clock=clock) as sim:
         envoy = EnvoySettings(
             host=sim.url,
@@ -291,3 +294,107 @@ async def test_ten_minute_envoy_outage(kind: str, mosquitto: Mosquitto, tmp_path
         retained = await retained_on_broker(mosquitto.port)
         assert retained[h.topic("availability")] == b"online"
         assert json.loads(retained[h.topic("gateway")])["last_error"] is None
+
+
+# ------------------------------------------------------------------------------------- 401 storm
+
+STORM = 3 * 3600.0
+
+
+async def test_storm_of_401s_one_revalidation_and_one_refresh_per_backoff_step(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Every request answers 401 for hours: per token backoff step one data request, one check_jwt of the
+    current token, one token from the cloud (and its check_jwt); nothing at all between the steps."""
+    token_settings = TokenSettings(max_backoff=960)
+    async with harness(
+        tmp_path, mosquitto, SimulatorConfig(profile="metered-3phase-iq"), token=token_settings
+    ) as h:
+        sim = h.sim
+        data = endpoints.PRODUCTION_JSON
+
+        def counts() -> tuple[int, int, int]:
+            return sim.requests[data], sim.requests[endpoints.CHECK_JWT], sim.cloud_calls["tokens"]
+
+        start = counts()
+        storm_at = h.clock.monotonic()
+        sim.faults.unauthorized(10**9)  # everything answers 401: data, check_jwt, even /info
+        steps: list[tuple[float, tuple[int, int, int]]] = []  # (virtual time, deltas) whenever counts moved
+        previous = start
+        with capture_logs() as logs:
+            while h.clock.monotonic() - storm_at < STORM:
+                await h.advance(1)
+                now = counts()
+                if now != previous:
+                    steps.append(
+                        (
+                            h.clock.monotonic() - storm_at,
+                            tuple(b - a for a, b in zip(previous, now, strict=True)),
+                        )
+                    )
+                    previous = now
+        # each backoff step: exactly one data request, two check_jwt (current token, new token), one refresh
+        assert steps, "no request at all during the storm"
+        assert all(deltas == (1, 2, 1) for _, deltas in steps), steps
+        # the steps follow the doubling backoff (60 s, 120 s, ... capped at max_backoff), not the 10 s cadence
+        times = [at for at, _ in steps]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        for i, gap in enumerate(gaps, start=1):
+            assert gap >= min(60 * 2 ** (i - 1), token_settings.max_backoff), (i, gaps)
+        assert len(steps) <= 2 + math.ceil(STORM / token_settings.max_backoff) + 5, len(steps)
+        assert sim.requests[endpoints.INFO] <= 1 + len(steps) * 3 * MAX_ATTEMPTS + 60
+        assert h.poller.available is False
+        assert [c.payload for c in availability_changes(h, storm_at)] == [b"offline"]
+        reason = h.gateway()["last_error"]
+        assert reason
+        assert "refuse" in reason or "not authenticated" in reason, reason
+        # log lines: the token manager's three per backoff step, the rest once per problem
+        lines = [e["event"] for e in bridge_lines(logs)]
+        per_step = {"token_rejected_by_envoy", "token_fetch_failed", "envoy_unauthenticated"}
+        assert sum(1 for e in lines if e in per_step) <= 3 * len(steps), lines
+        assert len([e for e in lines if e not in per_step]) <= 6, lines
+
+        # the Envoy accepts our token again: the next backoff step recovers, without a new token
+        sim.faults.clear()
+        back_at = h.clock.monotonic()
+        tokens_before = sim.cloud_calls["tokens"]
+        await h.advance(2 * token_settings.max_backoff, until=lambda: h.poller.available is True)
+        assert h.poller.available is True
+        assert sim.cloud_calls["tokens"] - tokens_before <= 1
+        assert [c.payload for c in availability_changes(h, back_at)] == [b"online"]
+        await h.advance(SYSTEM_INTERVAL)
+        assert h.gateway()["last_error"] is None
+        assert h.poller.client.auth_status.ok
+
+
+# ------------------------------------------------------------------------ a cancel lost by wait_for
+
+
+class AckingClient:
+    """Stands in for aiomqtt.Client in one call only: `publish` waits for the broker's acknowledgement with
+    `asyncio.wait_for`, as aiomqtt 2.x does, and the test decides when that acknowledgement arrives."""
+
+    def __init__(self) -> None:
+        self.acks: list[asyncio.Future[None]] = []
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        await asyncio.wait_for(ack, timeout=10)
+
+
+async def test_a_cancel_that_lands_with_the_acknowledgement_still_stops_the_sender() -> None:
+    """On Python 3.11 `wait_for` returns the result instead of raising when the cancel and the PUBACK land
+    together; the sender then ran on and waited for work forever, and so did whoever cancelled it (a
+    reconnect, shutdown, SIGTERM). Found as a rare hang of the 401-storm test's teardown."""
+    publisher = Publisher(MqttSettings(host="127.0.0.1"), Topics(BASE, "homeassistant"))
+    client = AckingClient()
+    publisher.connected.set()
+    publisher.publish(f"{BASE}/x/system", {"production_power": 1})
+    sender = asyncio.create_task(publisher._send(client))  # type: ignore[arg-type]
+    while not client.acks:
+        await asyncio.sleep(0)
+    client.acks[0].set_result(None)
+    sender.cancel()  # the same loop iteration as the acknowledgement
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(sender, 5)
