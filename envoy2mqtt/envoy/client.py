@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from envoy2mqtt.clock import SYSTEM_CLOCK, Clock
+from envoy2mqtt.clock import SYSTEM_CLOCK, Clock, iso_utc
 from envoy2mqtt.config import CloudSettings, EnvoySettings, TokenSettings
 from envoy2mqtt.errors import (
     BadEnvoyData,
@@ -295,7 +295,7 @@ class EnvoyClient:
                     try:
                         token = await manager.get_token()
                     except TokenError as exc:
-                        raise EnvoyAuthError(str(exc)) from exc
+                        raise EnvoyAuthError(self._no_token_reason(manager, exc)) from exc
                     headers = {"Authorization": f"Bearer {token}"}
                 reply = await self._request(url, headers)
                 if reply.status not in (401, 403):
@@ -319,6 +319,13 @@ class EnvoyClient:
                 except TokenError as exc:
                     raise EnvoyAuthError(str(exc)) from exc
             raise EnvoyAuthError(f"{self.settings.label}: {path} keeps answering 401 with a valid token")
+
+    def _no_token_reason(self, manager: TokenManager, exc: TokenError) -> str:
+        """Why there is no token to send; an expired one is named first (the cloud's error alone hides it)."""
+        claims = manager.claims
+        if claims is not None and claims.expired(self.clock.time()):
+            return f"the token expired at {iso_utc(claims.expires_at)} and no new one could be fetched: {exc}"
+        return str(exc)
 
     def _legacy_refused(self, path: str, status: int) -> EnvoyAuthError:
         user = self._legacy.username if self._legacy is not None else "?"
