@@ -182,6 +182,7 @@ async def harness(
     *,
     token: TokenSettings | None = None,
     cloud_credentials: bool = True,
+    device_interval: float = 86400,
 ) -> AsyncIterator[Harness]:
     clock = StepClock(start=MORNING)
     async with Simulator(sim_config, clock=clock) as sim:
@@ -193,8 +194,8 @@ async def harness(
         settings = Settings(
             state_dir=tmp_path / "state",
             mqtt=MqttSettings(host="127.0.0.1", port=broker.port, base_topic=BASE),
-            # A device cadence of a day: the system cadence alone drives what these tests count.
-            polling=PollingSettings(system_interval=SYSTEM_INTERVAL, device_interval=86400),
+            # By default a device cadence of a day: the system cadence alone drives what a test counts.
+            polling=PollingSettings(system_interval=SYSTEM_INTERVAL, device_interval=device_interval),
             enphase_cloud=CloudSettings(
                 login_url=sim.login_url, token_url=sim.token_url, ca_file=sim.ca_file, timeout=10
             ),
@@ -398,3 +399,65 @@ async def test_a_cancel_that_lands_with_the_acknowledgement_still_stops_the_send
     sender.cancel()  # the same loop iteration as the acknowledgement
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(sender, 5)
+
+
+# ------------------------------------------------------------------------------------- cloud down
+
+
+async def test_cloud_down_while_the_token_expires(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """An installer token (two hours) and a dead Enphase cloud: polling goes on while the token is valid,
+    then a clear offline state that says why, a few spaced cloud attempts, and recovery with the cloud."""
+    lifetime = 2 * 3600.0
+    token_settings = TokenSettings(max_backoff=600)
+    config = SimulatorConfig(profile="metered-3phase-iq", token_type="installer", token_lifetime=lifetime)
+    async with harness(tmp_path, mosquitto, config, token=token_settings, device_interval=300) as h:
+        sim = h.sim
+        expires_at = h.poller.client.auth_status.token_expires_at
+        assert expires_at is not None
+        down_at = h.clock.monotonic()
+        logins_before = sim.cloud_calls["login"]
+        sim.cloud.down = True
+        with capture_logs() as logs:
+            # until a minute before expiry: no interruption, although the renewal (due in the last hour) fails
+            valid_for = expires_at - h.clock.time()
+            await h.advance(valid_for - 60)
+            assert availability_changes(h, down_at) == []
+            assert h.poller.available is True
+            assert len(h.published("system", down_at)) >= (valid_for - 60) / SYSTEM_INTERVAL - 2
+            assert h.gateway()["last_error"] is None
+            # the renewal attempts follow the cloud backoff (60 s doubling to 600 s), not the 5-minute cadence
+            renewals = sim.cloud_calls["login"] - logins_before
+            assert 1 <= renewals <= 3600 / token_settings.max_backoff + 5, renewals
+
+            # the token expires: offline after the threshold of failed polls, and the gateway says why
+            expired_at = h.clock.monotonic()
+            logins_at_expiry = sim.cloud_calls["login"]
+            await h.advance(1800)
+            changes = availability_changes(h, expired_at)
+            assert [c.payload for c in changes] == [b"offline"]
+            assert changes[0].failures == h.poller.polling.failures_before_offline
+            reason = h.gateway()["last_error"]
+            assert reason.startswith("the token expired at "), reason
+            assert "503" in reason
+            assert not h.poller.client.auth_status.ok
+            # spaced cloud attempts while it stays down (the system cadence would try 180 times)
+            assert sim.cloud_calls["login"] - logins_at_expiry <= 1800 / token_settings.max_backoff + 2
+            assert sim.cloud_calls["tokens"] == 1  # the login never succeeded
+            events = [e["event"] for e in bridge_lines(logs)]
+            assert events.count("poll failed") <= 3, events
+            assert events.count("envoy availability") == 1
+
+        # the cloud returns: a new token at the next backoff step, online, the error cleared
+        sim.cloud.down = False
+        back_at = h.clock.monotonic()
+        await h.advance(2 * token_settings.max_backoff, until=lambda: h.poller.available is True)
+        assert h.poller.available is True
+        assert [c.payload for c in availability_changes(h, back_at)] == [b"online"]
+        assert sim.cloud_calls["tokens"] == 2
+        await h.advance(SYSTEM_INTERVAL)
+        gateway = h.gateway()
+        assert gateway["last_error"] is None
+        status = h.poller.client.auth_status
+        assert status.ok
+        assert status.token_expires_at is not None
+        assert status.token_expires_at > h.clock.time() + lifetime - 120
