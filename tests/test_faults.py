@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import random
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -579,3 +580,95 @@ async def _inverter_serials(sim: Simulator) -> list[str]:
         await client.connect()
         rows = await client.get_json(endpoints.API_V1_INVERTERS)
     return [str(row["serialNumber"]) for row in rows]
+
+
+# ------------------------------------------------------- real processes: cached token, slow Envoy
+
+
+@pytest.mark.slow
+async def test_cloud_down_with_a_cached_token_publishing_goes_on(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A restart while the Enphase cloud is down: the stored token serves, nothing asks the cloud."""
+    async with (
+        Simulator(SimulatorConfig(profile="metered-3phase-iq")) as sim,
+        Watcher(mosquitto.port) as watcher,
+    ):
+        config = write_config(tmp_path, mosquitto.port, envoy_table(sim), sim=sim, system_interval=10)
+        system_topic = f"{BASE}/{sim.serial}/system"
+        availability = f"{BASE}/{sim.serial}/availability"
+        first = Daemon(config, tmp_path / "first.log")
+        await first.start()
+        await watcher.wait_for(lambda: system_topic in watcher.latest, 30, "the first daemon's reading")
+        code, _ = await first.terminate()
+        assert code == 0
+        assert sim.cloud_calls["tokens"] == 1
+
+        sim.cloud.down = True
+        calls = dict(sim.cloud_calls)
+        restarted = time.monotonic()
+        second = Daemon(config, tmp_path / "second.log")
+        await second.start()
+        try:
+            await watcher.wait_for(
+                lambda: sum(1 for e in watcher.since(restarted) if e.topic == system_topic) >= 2,
+                40,
+                "two readings from the restarted daemon",
+            )
+            assert watcher.latest[availability] == b"online"
+            assert watcher.json(f"{BASE}/{sim.serial}/gateway")["last_error"] is None
+            assert not any(
+                e.topic == availability and e.payload == b"offline" for e in watcher.since(restarted)[1:]
+            )
+            assert dict(sim.cloud_calls) == calls  # not a single call to the dead cloud
+        finally:
+            code, _ = await second.terminate()
+        assert code == 0
+        assert "token_fetch" not in second.log_text()
+
+
+@pytest.mark.slow
+async def test_a_thirty_second_envoy_does_not_stall_the_other_or_mqtt(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """One Envoy answers every request after 30 s: the other publishes on its cadence and the MQTT
+    keep-alive (5 s) is never missed."""
+    slow_config = SimulatorConfig(profile="legacy-unmetered")
+    async with (
+        Simulator(SimulatorConfig(profile="metered-1phase-acb")) as fast,
+        Simulator(slow_config) as slow,
+        Watcher(mosquitto.port) as watcher,
+    ):
+        envoys = envoy_table(fast, name="Fast") + envoy_table(slow, name="Slow")
+        config = write_config(tmp_path, mosquitto.port, envoys, sim=fast, system_interval=10)
+        config.write_text(config.read_text().replace("[mqtt]\n", "[mqtt]\nkeepalive = 5\n", 1))
+        daemon = Daemon(config, tmp_path / "daemon.log")
+        await daemon.start()
+        try:
+            fast_system = f"{BASE}/{fast.serial}/system"
+            slow_system = f"{BASE}/{slow.serial}/system"
+            await watcher.wait_for(
+                lambda: fast_system in watcher.latest and slow_system in watcher.latest, 40, "both Envoys"
+            )
+            slow.faults.slow(30)  # every request from now on
+            stalled = time.monotonic()
+            slow_requests = sum(slow.requests.values())
+            await watcher.wait_for(
+                lambda: sum(1 for e in watcher.since(stalled) if e.topic == fast_system) >= 4,
+                50,
+                "four readings of the fast Envoy while the slow one takes 30 s per request",
+            )
+            assert sum(slow.requests.values()) > slow_requests  # the slow Envoy was being asked meanwhile
+            assert daemon.running
+            connects = [line for line in daemon.log_lines() if line.get("event") == "mqtt connected"]
+            assert len(connects) == 1, connects  # never lost the broker
+            broker_log = mosquitto.log.read_text(errors="replace")
+            assert "exceeded timeout" not in broker_log, broker_log[-2000:]
+            # the broker logs connections (so it would log a timeout), and ours ran with a 5 s keep-alive
+            assert re.search(r"New client connected .* as envoy2mqtt-\S+ \(p\d, c\d, k5\)", broker_log), (
+                broker_log
+            )
+        finally:
+            slow.faults.clear()
+            code, seconds = await daemon.terminate()
+        assert code == 0
