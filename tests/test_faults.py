@@ -42,7 +42,7 @@ from envoy2mqtt.config import (
     TokenSettings,
 )
 from envoy2mqtt.envoy import endpoints
-from envoy2mqtt.envoy.client import MAX_ATTEMPTS
+from envoy2mqtt.envoy.client import MAX_ATTEMPTS, EnvoyClient
 from envoy2mqtt.metrics import Metrics
 from envoy2mqtt.model import Payload
 from envoy2mqtt.mqtt.publisher import Publisher, encode_payload
@@ -505,7 +505,7 @@ async def test_twenty_broker_crashes(mosquitto: Mosquitto, tmp_path: Path) -> No
         await daemon.start()
         assert daemon.proc is not None
         pid = daemon.proc.pid
-        expected_inverters = len(await _inverter_serials(sim))
+        expected_inverters = len(await _inverter_serials(sim, tmp_path / "probe"))
         try:
             async with Watcher(mosquitto.port) as watcher:
                 await watcher.wait_for(
@@ -570,13 +570,11 @@ async def test_twenty_broker_crashes(mosquitto: Mosquitto, tmp_path: Path) -> No
         assert code == 0, daemon.log_text()[-3000:]
 
 
-async def _inverter_serials(sim: Simulator) -> list[str]:
+async def _inverter_serials(sim: Simulator, state_dir: Path) -> list[str]:
     """The inverters the simulated Envoy lists (digest-protected on legacy firmware: ask via our client)."""
-    from envoy2mqtt.config import CloudSettings as _Cloud
-    from envoy2mqtt.envoy.client import EnvoyClient
-
-    envoy = EnvoySettings(host=sim.url)
-    async with EnvoyClient(envoy, _Cloud(), TokenSettings(), Path(sim.ca_file).parent) as client:
+    async with EnvoyClient(
+        EnvoySettings(host=sim.url), CloudSettings(), TokenSettings(), state_dir
+    ) as client:
         await client.connect()
         rows = await client.get_json(endpoints.API_V1_INVERTERS)
     return [str(row["serialNumber"]) for row in rows]
@@ -670,5 +668,5 @@ async def test_a_thirty_second_envoy_does_not_stall_the_other_or_mqtt(
             )
         finally:
             slow.faults.clear()
-            code, seconds = await daemon.terminate()
+            code, _ = await daemon.terminate()
         assert code == 0
