@@ -63,10 +63,10 @@ def write_config(
         )
     text = (
         f'state_dir = "{directory / "state"}"\n'
-        f"[mqtt]\nport = {broker_port}\nhost = \"127.0.0.1\"\nbase_topic = \"{base_topic}\"\n"
+        f'[mqtt]\nport = {broker_port}\nhost = "127.0.0.1"\nbase_topic = "{base_topic}"\n'
         f"[polling]\nsystem_interval = {system_interval}\ndevice_interval = {device_interval}\n"
         f"{cloud}"
-        "[logging]\nformat = \"json\"\nlevel = \"info\"\n"
+        '[logging]\nformat = "json"\nlevel = "info"\n'
         f"{extra}\n{envoys}"
     )
     path = directory / "config.toml"
@@ -185,7 +185,9 @@ class Watcher:
         while not predicate():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; topics: {sorted(self.latest)}")
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {what}; topics: {sorted(self.latest)}"
+                )
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
