@@ -158,12 +158,16 @@ class SimHost:
             argv += ["--stamps", str(self.stamps)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        while line and not line.startswith("[{"):
+        try:
             line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the simulator host died before it started")
-        self.sims = json.loads(line)
+            while line and not line.startswith("[{"):
+                line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the simulator host died before it started")
+            self.sims = json.loads(line)
+        except BaseException:
+            self.__exit__()  # never leave the simulator process behind
+            raise
         return self
 
     @property
