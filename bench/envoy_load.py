@@ -92,9 +92,9 @@ async def ours(sim: Simulator, state_dir: Path, polling: PollingSettings) -> tup
             sim.requests.clear()
             await tick()
             counts.append(sum(sim.requests.values()))
+            if poller.failures:  # checked per tick: a later successful tick resets the count
+                raise RuntimeError(f"our {tick.__name__} failed: {poller.last_error}")
             PATHS.setdefault(sim.serial, []).append(("ours " + tick.__name__, dict(sim.requests)))
-        if poller.failures:
-            raise RuntimeError(f"our poll failed: {poller.last_error}")
         system, device = counts[1], counts[3]  # steady state: the second of each
         per_hour = (
             system * 3600 / polling.system_interval
