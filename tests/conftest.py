@@ -53,7 +53,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if not found:
         pytest.fail("mosquitto is not installed: run ./scripts/test, which installs it")
     return found

@@ -63,7 +63,9 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_envoys_from_environment_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENVOY2MQTT_ENVOY", '[{"host": "10.0.0.1", "name": "A"}, {"host": "10.0.0.2", "name": "B"}]')
+    monkeypatch.setenv(
+        "ENVOY2MQTT_ENVOY", '[{"host": "10.0.0.1", "name": "A"}, {"host": "10.0.0.2", "name": "B"}]'
+    )
     settings = load_settings(None)
     assert [e.name for e in settings.envoy] == ["A", "B"]
     assert settings.envoy[0].base_urls == ("https://10.0.0.1", "http://10.0.0.1")
@@ -93,11 +95,20 @@ def test_missing_secret_file_names_the_key(tmp_path: Path) -> None:
     [
         ('[mqtt]\nport = "abc"\n[[envoy]]\nhost = "h"\n', r"mqtt\.port: .*integer.*ENVOY2MQTT_MQTT__PORT"),
         ('[mqtt]\nhots = "x"\n[[envoy]]\nhost = "h"\n', r"mqtt\.hots: unknown key"),
-        ('[polling]\nsystem_interval = 2\n[[envoy]]\nhost = "h"\n', r"polling\.system_interval: must be at least 10"),
-        ('[polling]\ndevice_interval = 5\n[[envoy]]\nhost = "h"\n', r"polling\.device_interval: must be at least 60"),
+        (
+            '[polling]\nsystem_interval = 2\n[[envoy]]\nhost = "h"\n',
+            r"polling\.system_interval: must be at least 10",
+        ),
+        (
+            '[polling]\ndevice_interval = 5\n[[envoy]]\nhost = "h"\n',
+            r"polling\.device_interval: must be at least 60",
+        ),
         ("[mqtt]\n", r"no Envoy configured: add an \[\[envoy\]\] table"),
         ('[[envoy]]\nname = "x"\n', r"envoy\[0\]\.host: required key is missing"),
-        ('[[envoy]]\nhost = "h"\ncert_fingerprint = "zz"\n', r"envoy\[0\]\.cert_fingerprint: must be the certificate"),
+        (
+            '[[envoy]]\nhost = "h"\ncert_fingerprint = "zz"\n',
+            r"envoy\[0\]\.cert_fingerprint: must be the certificate",
+        ),
         ('[mqtt]\nbase_topic = "/envoy"\n[[envoy]]\nhost = "h"\n', r"mqtt\.base_topic: must be a topic"),
         ('[[envoy]]\nhost = "ftp://h"\n', r"envoy\[0\]\.host: a URL must start with http"),
     ],
