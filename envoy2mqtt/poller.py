@@ -210,6 +210,7 @@ class EnvoyPoller:
         self._adopt_info(info)
         self.features = await self.client.probe()
         self._last_ensemble_inventory = self.client.probe_bodies.get(endpoints.ENSEMBLE_INVENTORY)
+        self._last_production_json = self.client.probe_bodies.get(endpoints.PRODUCTION_JSON)
         self.log.info(
             "envoy ready",
             serial=info.serial,
@@ -340,13 +341,28 @@ class EnvoyPoller:
             # the current token still works until it expires: not a poll failure
             self.log.warning("token refresh failed", reason=short_error(exc))
 
+    def _production_json_on_device_cadence(self) -> bool:
+        """Without a production CT, `/api/v1/production` carries every production value each minute;
+        what `production.json` adds then (the inverter count, the inverters' reading time) changes only
+        with the 5-minute inverter reports, so it is read on the device cadence: one request a minute
+        fewer for every Envoy without CTs (the Envoys that suffer most from polling)."""
+        features = self.features
+        if features is None:
+            return False
+        return (
+            endpoints.API_V1_PRODUCTION in features.endpoints
+            and not features.production_ct
+            and not features.consumption
+            and not features.acb
+        )
+
     async def poll_system(self) -> None:
         info, features = self.info, self.features
         if info is None or features is None or self.envoy_id is None:
             raise EnvoyUnreachable("not connected")
         present = features.endpoints
         production_json = api_v1 = readings = power = secctrl = None
-        if endpoints.PRODUCTION_JSON in present:
+        if endpoints.PRODUCTION_JSON in present and not self._production_json_on_device_cadence():
             production_json = await self._fetch(endpoints.PRODUCTION_JSON, "system")
         if endpoints.API_V1_PRODUCTION in present and not features.production_ct:
             api_v1 = await self._fetch(endpoints.API_V1_PRODUCTION, "system")
@@ -361,6 +377,8 @@ class EnvoyPoller:
             raise BadEnvoyData("no production data could be read this cycle")
         if production_json is not None:
             self._last_production_json = production_json
+        elif self._production_json_on_device_cadence():
+            production_json = self._last_production_json
         raw = RawSystemData(
             production_json=production_json,
             api_v1_production=api_v1,
@@ -396,6 +414,10 @@ class EnvoyPoller:
             inverters = await self._fetch(endpoints.API_V1_INVERTERS, "device")
         if features.inventory:
             inventory = await self._fetch(endpoints.INVENTORY, "device")
+        if self._production_json_on_device_cadence() and endpoints.PRODUCTION_JSON in present:
+            production_json = await self._fetch(endpoints.PRODUCTION_JSON, "device")
+            if production_json is not None:
+                self._last_production_json = production_json
         if features.iq_batteries:
             ensemble_inventory = await self._fetch(endpoints.ENSEMBLE_INVENTORY, "device")
             if ensemble_inventory is not None:
