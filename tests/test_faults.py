@@ -71,8 +71,13 @@ async def retained_on_broker(port: int, settle: float = 1.0) -> dict[str, bytes]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(settle):
                 async for message in client.messages:
-                    if message.retain and isinstance(message.payload, bytes) and message.payload:
-                        seen[str(message.topic)] = message.payload
+                    # a live publish arriving after the subscription replaces the retained copy at the
+                    # broker too: keep the latest of both (under load the bridge may still be sending)
+                    if isinstance(message.payload, bytes) and (message.retain or str(message.topic) in seen):
+                        if message.payload:
+                            seen[str(message.topic)] = message.payload
+                        else:
+                            seen.pop(str(message.topic), None)
     return seen
 
 
