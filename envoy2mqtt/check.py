@@ -10,8 +10,9 @@ from .config import EnvoySettings, Settings
 from .envoy import endpoints
 from .envoy.client import EnvoyClient
 from .errors import EnvoyAuthError, EnvoyError
-from .model import Payload, RawDeviceData, RawSystemData
+from .model import RawDeviceData, RawSystemData
 from .normalize import normalize_devices, normalize_meters, normalize_system
+from .poller import build_gateway_payload
 
 
 async def _optional(client: EnvoyClient, path: str, wanted: bool) -> Any:
@@ -47,6 +48,7 @@ async def check_envoy(
     With `verify_credentials` (the `check` command) that refusal raises EnvoyAuthError instead.
     """
     async with EnvoyClient(envoy, settings.enphase_cloud, settings.token, settings.state_dir) as client:
+        started = SYSTEM_CLOCK.monotonic()
         info = await client.connect()
         features = await client.probe()
         present = features.endpoints
@@ -85,23 +87,15 @@ async def check_envoy(
         system = normalize_system(raw_system, info, features)
         meters = normalize_meters(raw_system, features)
         devices = normalize_devices(raw_devices, features)
-        status = client.auth_status
-        gateway: Payload = {
-            "serial": info.serial,
-            "part_number": info.part_number,
-            "firmware": info.firmware,
-            "metered": features.metered,
-            "ct_meters": list(features.ct_meters),
-            "phase_count": features.phase_count,
-            "auth_mode": info.auth_mode,
-        }
-        if info.auth_mode == "token":
-            gateway["token_type"] = status.token_type
-            gateway["token_expires_at"] = (
-                iso_utc(status.token_expires_at) if status.token_expires_at is not None else None
-            )
-        gateway["last_poll_ok"] = iso_utc(SYSTEM_CLOCK.time())
-        gateway["last_error"] = None
+        gateway = build_gateway_payload(
+            info.serial,
+            info,
+            features,
+            client.auth_status,
+            last_poll_ok=SYSTEM_CLOCK.time(),
+            last_error=None,
+            poll_duration=round(SYSTEM_CLOCK.monotonic() - started, 3),
+        )
         problems = sorted(
             {
                 *system.problems,

@@ -23,7 +23,7 @@ from .config import EnvoySettings, PollingSettings, Settings
 from .counters import CounterGuard
 from .entities import daily_keys, lifetime_keys
 from .envoy import endpoints
-from .envoy.client import EnvoyClient
+from .envoy.client import AuthStatus, EnvoyClient
 from .errors import (
     BadEnvoyData,
     EnvoyAuthError,
@@ -53,6 +53,37 @@ def short_error(exc: BaseException) -> str:
     """A one-line reason for `gateway.last_error`; messages of our own errors never carry secrets."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
+
+
+def build_gateway_payload(
+    serial: str | None,
+    info: EnvoyInfo | None,
+    features: Features | None,
+    status: AuthStatus,
+    *,
+    last_poll_ok: float | None,
+    last_error: str | None,
+    poll_duration: float | None,
+) -> Payload:
+    """The contract's `gateway` object (the daemon publishes it; `check --json` prints it). Never a secret."""
+    payload: Payload = {
+        "serial": serial,
+        "part_number": info.part_number if info else None,
+        "firmware": info.firmware if info else None,
+        "metered": features.metered if features else None,
+        "ct_meters": list(features.ct_meters) if features else [],
+        "phase_count": features.phase_count if features else None,
+        "auth_mode": info.auth_mode if info else None,
+    }
+    if info is not None and info.auth_mode == "token":
+        payload["token_type"] = status.token_type
+        payload["token_expires_at"] = (
+            iso_utc(status.token_expires_at) if status.token_expires_at is not None else None
+        )
+    payload["last_poll_ok"] = iso_utc(last_poll_ok) if last_poll_ok is not None else None
+    payload["last_error"] = last_error
+    payload["poll_duration"] = poll_duration
+    return payload
 
 
 async def run_at_fixed_rate(
@@ -570,26 +601,15 @@ class EnvoyPoller:
                 self._child_shapes[serial] = shape
 
     def gateway_payload(self) -> Payload:
-        info, features = self.info, self.features
-        status = self.client.auth_status
-        payload: Payload = {
-            "serial": self.envoy_id,
-            "part_number": info.part_number if info else None,
-            "firmware": info.firmware if info else None,
-            "metered": features.metered if features else None,
-            "ct_meters": list(features.ct_meters) if features else [],
-            "phase_count": features.phase_count if features else None,
-            "auth_mode": info.auth_mode if info else None,
-        }
-        if info is not None and info.auth_mode == "token":
-            payload["token_type"] = status.token_type
-            payload["token_expires_at"] = (
-                iso_utc(status.token_expires_at) if status.token_expires_at is not None else None
-            )
-        payload["last_poll_ok"] = iso_utc(self.last_poll_ok) if self.last_poll_ok is not None else None
-        payload["last_error"] = self.last_error
-        payload["poll_duration"] = self.poll_duration
-        return payload
+        return build_gateway_payload(
+            self.envoy_id,
+            self.info,
+            self.features,
+            self.client.auth_status,
+            last_poll_ok=self.last_poll_ok,
+            last_error=self.last_error,
+            poll_duration=self.poll_duration,
+        )
 
     def _publish_gateway(self, force: bool = False) -> None:
         if self.envoy_id is None:

@@ -32,7 +32,7 @@ SHARED = [
     "8.2.127_with_3cts_and_battery_split",
     "5.0.62",
 ]
-VOLATILE_GATEWAY = ("last_poll_ok", "token_expires_at")
+VOLATILE_GATEWAY = ("last_poll_ok", "token_expires_at", "poll_duration")
 JWT = re.compile(r"eyJ[\w-]+\.eyJ[\w-]+")
 MAC = re.compile(r"\b[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}\b")
 
