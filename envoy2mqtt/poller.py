@@ -286,7 +286,7 @@ class EnvoyPoller:
             raise
         except (EnvoyNotFound, BadEnvoyData, EnvoyHttpError) as exc:
             if self.metrics is not None:
-                self.metrics.poll_errors.labels(envoy=self.envoy_id or "", kind=error_kind(exc)).inc()
+                self.metrics.record_error(self.envoy_id or self.envoy.label, error_kind(exc))
             # Once per endpoint and reason: several endpoints failing in turn must not log every cycle.
             problem = f"{path}: {short_error(exc)}"
             if self._failing_endpoints.get(path) != problem:
@@ -666,9 +666,7 @@ class EnvoyPoller:
             self.log.warning("poll failed", cadence=cadence, kind=error_kind(exc), reason=reason)
         self.last_error = reason
         if self.metrics is not None:
-            self.metrics.poll_errors.labels(
-                envoy=self.envoy_id or self.envoy.label, kind=error_kind(exc)
-            ).inc()
+            self.metrics.record_error(self.envoy_id or self.envoy.label, error_kind(exc))
         if self.failures >= self.polling.failures_before_offline:
             self._set_available(False)
         if self.envoy_id is not None and cadence == "connect":

@@ -76,7 +76,7 @@ class Daemon:
             HealthServer(settings.health, self.metrics, self.readiness) if settings.health.enabled else None
         )
         self._stop = asyncio.Event()
-        self._synced = (0, 0)
+        self._reconnects_seen = 0
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         parts: dict[str, Any] = {"mqtt": "connected" if self.publisher.connected.is_set() else "disconnected"}
@@ -94,10 +94,10 @@ class Daemon:
         self._stop.set()
 
     def _sync_metrics(self) -> None:
-        published, reconnects = self.publisher.messages_published, self.publisher.reconnects
-        self.metrics.messages_published.inc(max(0, published - self._synced[0]))
-        self.metrics.mqtt_reconnects.inc(max(0, reconnects - self._synced[1]))
-        self._synced = (published, reconnects)
+        self.metrics.sync_published(self.publisher.messages_published)
+        reconnects = self.publisher.reconnects
+        self.metrics.mqtt_reconnects.inc(max(0, reconnects - self._reconnects_seen))
+        self._reconnects_seen = reconnects
 
     async def _metrics_loop(self) -> None:
         while True:
