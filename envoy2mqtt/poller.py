@@ -104,15 +104,22 @@ async def run_at_fixed_rate(
         n = max(n + 1, elapsed_ticks + 1)
 
 
-def _config_shape(description: GatewayDescription, payload: Payload) -> tuple[Any, ...]:
-    """Everything a child's discovery config is built from: the gateway, the keys, the battery kind."""
+def _payload_shape(payload: Payload | None) -> tuple[Any, ...] | None:
+    """What discovery reads from a state payload: its keys, its phase keys, the battery kind."""
+    if payload is None:
+        return None
     phases = payload.get("phases")
     phase_keys = (
         tuple((line, tuple(values)) for line, values in phases.items() if isinstance(values, dict))
         if isinstance(phases, dict)
         else None
     )
-    return (description, tuple(payload), str(payload.get("kind")), phase_keys)
+    return (tuple(payload), str(payload.get("kind")), phase_keys)
+
+
+def _config_shape(description: GatewayDescription, payload: Payload) -> tuple[Any, ...]:
+    """Everything a child's discovery config is built from: the gateway and its payload's shape."""
+    return (description, _payload_shape(payload))
 
 
 @dataclass
@@ -176,6 +183,7 @@ class EnvoyPoller:
         self._gateway_published: Payload | None = None
         self._gateway_published_at = -math.inf
         self._announced_gateway: Payload | None = None
+        self._gateway_shape: tuple[Any, ...] | None = None  # what the announced gateway config was built from
         self._announced_children: dict[str, Payload] = {}
         self._child_shapes: dict[str, tuple[Any, ...]] = {}  # what each announced config was built from
         self._problems = {"system": _Once(), "devices": _Once(), "firmware": _Once()}
@@ -563,11 +571,22 @@ class EnvoyPoller:
     def _announce_gateway(self) -> None:
         if not self.settings.mqtt.discovery or self.envoy_id is None:
             return
+        description, gateway = self._description(), self.gateway_payload()
+        # Rebuilt only when what it is built from changed, not every system cycle (bench/cpu.py).
+        shape = (
+            description,
+            _payload_shape(self.system_payload),
+            _payload_shape(gateway),
+            tuple((ct, _payload_shape(p)) for ct, p in sorted(self.meter_payloads.items())),
+        )
+        if shape == self._gateway_shape and self._announced_gateway is not None:
+            return
+        self._gateway_shape = shape
         config = gateway_config(
             self.topics,
-            self._description(),
+            description,
             self.system_payload,
-            self.gateway_payload(),
+            gateway,
             self.meter_payloads,
             self.polling.system_interval,
             self.polling.device_interval,
