@@ -147,8 +147,12 @@ class EnvoyPoller:
         metrics: Metrics | None = None,
         clock: Clock = SYSTEM_CLOCK,
         client: EnvoyClient | None = None,
+        stagger: float = 0.0,
     ) -> None:
         self.envoy = envoy
+        # Where this Envoy's cadences sit in their interval, 0 to 1: a daemon with many Envoys spreads
+        # them evenly instead of polling them all in the same second (bench/scale.py).
+        self.stagger = stagger
         self.settings = settings
         self.polling: PollingSettings = settings.polling
         self.publisher = publisher
@@ -198,27 +202,25 @@ class EnvoyPoller:
         """Connect (with backoff), probe, then run both cadences until cancelled."""
         try:
             await self._connect_with_backoff()
-            # The first system poll right away (system, gateway and availability within moments of the
-            # Envoy answering, bench/latency.py); the cadence then keeps its jittered phase.
+            # The first polls right away (system, gateway and availability within moments of the Envoy
+            # answering, bench/latency.py; then the devices); the cadences then keep their phase: the
+            # Envoy's stagger in the interval plus a little jitter.
             await self._system_tick()
+            await self._device_tick()
             async with asyncio.TaskGroup() as group:
-                group.create_task(
-                    run_at_fixed_rate(
-                        self.polling.system_interval,
-                        self._system_tick,
-                        self.clock,
-                        jitter=min(5.0, self.polling.system_interval / 10),
-                        first_delay=self.polling.system_interval,
+                for interval, tick in (
+                    (self.polling.system_interval, self._system_tick),
+                    (self.polling.device_interval, self._device_tick),
+                ):
+                    group.create_task(
+                        run_at_fixed_rate(
+                            interval,
+                            tick,
+                            self.clock,
+                            jitter=min(5.0, interval / 10),
+                            first_delay=interval * (1.0 + self.stagger),
+                        )
                     )
-                )
-                group.create_task(
-                    run_at_fixed_rate(
-                        self.polling.device_interval,
-                        self._device_tick,
-                        self.clock,
-                        jitter=min(5.0, self.polling.device_interval / 10),
-                    )
-                )
         finally:
             if self.guard is not None:
                 self.guard.flush()

@@ -68,9 +68,18 @@ class Daemon:
         self.topics = Topics(settings.mqtt.base_topic, settings.mqtt.discovery_prefix)
         self.metrics = Metrics()
         self.publisher = Publisher(settings.mqtt, self.topics, clock=clock)
+        count = len(settings.envoy)
         self.pollers = [
-            EnvoyPoller(envoy, settings, self.publisher, self.topics, metrics=self.metrics, clock=clock)
-            for envoy in settings.envoy
+            EnvoyPoller(
+                envoy,
+                settings,
+                self.publisher,
+                self.topics,
+                metrics=self.metrics,
+                clock=clock,
+                stagger=index / count,
+            )
+            for index, envoy in enumerate(settings.envoy)
         ]
         self.health: HealthServer | None = (
             HealthServer(settings.health, self.metrics, self.readiness) if settings.health.enabled else None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from pathlib import Path
 
 import pytest
 
 from envoy2mqtt.clock import ManualClock
+from envoy2mqtt.config import Settings
 from envoy2mqtt.poller import run_at_fixed_rate
-from envoy2mqtt.supervisor import supervise
+from envoy2mqtt.supervisor import Daemon, supervise
 
 
 async def _settle() -> None:
@@ -73,3 +75,49 @@ async def test_supervise_lets_fatal_errors_through() -> None:
 
     with pytest.raises(Fatal):
         await supervise("fatal", fatal, ManualClock(), fatal=(Fatal,))
+
+
+async def test_a_daemon_spreads_its_envoys_cadences_across_the_interval(tmp_path: Path) -> None:
+    # Four Envoys in one daemon: each polls right away, then its system ticks sit a quarter interval
+    # apart (plus at most 1 s of jitter at 10 s) instead of all in the same second.
+    settings = Settings(
+        state_dir=tmp_path,
+        polling={"system_interval": 10, "device_interval": 60},
+        envoy=[{"host": f"192.0.2.{n}", "serial": f"12200000000{n}"} for n in range(1, 5)],
+    )
+    clock = ManualClock()
+    daemon = Daemon(settings, clock=clock)
+    assert [p.stagger for p in daemon.pollers] == [0.0, 0.25, 0.5, 0.75]
+    start = clock.monotonic()
+    ticks: dict[int, list[float]] = {}
+
+    for index, poller in enumerate(daemon.pollers):
+
+        async def connected() -> None:
+            return None
+
+        async def system_tick(index: int = index) -> None:
+            ticks.setdefault(index, []).append(clock.monotonic() - start)
+
+        async def device_tick() -> None:
+            return None
+
+        poller._connect_with_backoff = connected  # type: ignore[method-assign]
+        poller._system_tick = system_tick  # type: ignore[method-assign]
+        poller._device_tick = device_tick  # type: ignore[method-assign]
+
+    tasks = [asyncio.create_task(p.run()) for p in daemon.pollers]
+    for _ in range(400):
+        await _settle()
+        clock.advance(0.1)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for index, times in ticks.items():
+        assert times[0] == 0  # the first poll right away, whatever the stagger
+        second = times[1]
+        expected = 10 * (1 + index / 4)
+        assert expected <= second <= expected + 1.0 + 0.2, (index, times)
+        assert all(abs(b - a - 10) < 0.15 for a, b in itertools.pairwise(times[1:]))
+    offsets = sorted(times[2] % 10 for times in ticks.values())
+    assert min(b - a for a, b in itertools.pairwise(offsets)) > 1.0  # spread, not bunched
