@@ -20,7 +20,7 @@ import pytest
 
 from envoy2mqtt.clock import ManualClock
 from envoy2mqtt.config import MqttSettings
-from envoy2mqtt.mqtt.publisher import Publisher, encode_payload
+from envoy2mqtt.mqtt.publisher import SEND_WINDOW, Publisher, encode_payload
 from envoy2mqtt.mqtt.topics import Topics
 from tests.conftest import Mosquitto
 
@@ -165,6 +165,25 @@ async def test_order_after_connect(mosquitto: Mosquitto) -> None:
     assert max(first[t] for t in configs) < min(first[t] for t in states)
     assert first[topics.device_config("new")] < min(first[t] for t in states)
     assert json.loads(rec.payloads(states[2])[-1]) == {"power": 2}
+
+
+async def test_a_burst_larger_than_the_send_window_arrives_complete_and_in_order(
+    mosquitto: Mosquitto,
+) -> None:
+    # A 300-inverter device cycle: several windows of pipelined QoS 1 publishes, sent in outbox order.
+    settings, topics = settings_for(mosquitto.port)
+    publisher = Publisher(settings, topics)
+    states = [topics.inverter("E1", f"S{i:03d}") for i in range(5 * SEND_WINDOW + 3)]
+    async with recorder(mosquitto.port, f"{settings.base_topic}/E1/#") as rec, running(publisher):
+        await wait_connected(publisher)
+        sent_before = publisher.messages_published
+        for i, t in enumerate(states):
+            publisher.publish(t, {"power": i})
+        await rec.wait_for(lambda: len(rec.messages) >= len(states))
+        await until(lambda: not publisher._outbox)
+        assert publisher.messages_published - sent_before == len(states)
+    assert rec.topics() == states
+    assert [json.loads(m.payload)["power"] for m in rec.messages] == list(range(len(states)))
 
 
 async def test_last_will_on_crash(mosquitto: Mosquitto, tmp_path: Path) -> None:
