@@ -10,16 +10,16 @@ from .config import EnvoySettings, Settings
 from .envoy import endpoints
 from .envoy.client import EnvoyClient
 from .errors import EnvoyAuthError, EnvoyError
-from .model import RawDeviceData, RawSystemData
+from .model import RawDeviceData
 from .normalize import normalize_devices, normalize_meters, normalize_system
-from .poller import build_gateway_payload
+from .poller import build_gateway_payload, raw_system_data, system_endpoints
 
 
-async def _optional(client: EnvoyClient, path: str, wanted: bool) -> Any:
+async def _optional(client: EnvoyClient, path: str, wanted: bool = True, *, text: bool = False) -> Any:
     if not wanted:
         return None
     try:
-        return await client.get_json(path)
+        return await (client.get_text(path) if text else client.get_json(path))
     except EnvoyError:
         return None
 
@@ -54,26 +54,15 @@ async def check_envoy(
         present = features.endpoints
         if verify_credentials and info.auth_mode == "legacy" and endpoints.API_V1_INVERTERS not in present:
             await _legacy_credentials_work(client)
-        production_json = await _optional(
-            client, endpoints.PRODUCTION_JSON, endpoints.PRODUCTION_JSON in present
+        # The daemon's system cycle, with production.json read here whatever its cadence there.
+        bodies = {
+            path: await _optional(client, path, text=path == endpoints.PRODUCTION_HTML)
+            for path in system_endpoints(features, production_json=True)
+        }
+        raw_system = raw_system_data(
+            bodies, client.probe_bodies, client.probe_bodies.get(endpoints.ENSEMBLE_INVENTORY)
         )
-        raw_system = RawSystemData(
-            production_json=production_json,
-            api_v1_production=await _optional(
-                client,
-                endpoints.API_V1_PRODUCTION,
-                endpoints.API_V1_PRODUCTION in present and not features.production_ct,
-            ),
-            meters=client.probe_bodies.get(endpoints.METERS),
-            meters_readings=await _optional(client, endpoints.METERS_READINGS, bool(features.ct_meters)),
-            ensemble_power=await _optional(client, endpoints.ENSEMBLE_POWER, features.iq_batteries),
-            ensemble_secctrl=await _optional(
-                client,
-                endpoints.ENSEMBLE_SECCTRL,
-                features.iq_batteries and endpoints.ENSEMBLE_SECCTRL in present,
-            ),
-            ensemble_inventory=client.probe_bodies.get(endpoints.ENSEMBLE_INVENTORY),
-        )
+        production_json = raw_system.production_json
         raw_devices = RawDeviceData(
             inverters=await _optional(
                 client, endpoints.API_V1_INVERTERS, endpoints.API_V1_INVERTERS in present

@@ -208,6 +208,7 @@ class RawSystemData:
     ensemble_power: Any = None  # /ivp/ensemble/power
     ensemble_secctrl: Any = None  # /ivp/ensemble/secctrl
     ensemble_inventory: Any = None  # /ivp/ensemble/inventory (last one the device cadence read)
+    production_html: Any = None  # /production, the HTML page of firmware < 3.9 (text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,52 @@ def build_gateway_payload(
     payload["last_error"] = last_error
     payload["poll_duration"] = poll_duration
     return payload
+
+
+# A system cycle fails when none of these could be read (the battery endpoints alone are not enough).
+_PRODUCTION_SOURCES = (
+    endpoints.PRODUCTION_JSON,
+    endpoints.API_V1_PRODUCTION,
+    endpoints.PRODUCTION_HTML,
+    endpoints.METERS_READINGS,
+)
+
+
+def system_endpoints(features: Features, *, production_json: bool = True) -> tuple[str, ...]:
+    """What one system cycle reads, in order: the daemon's cadence and `check` share this choice.
+
+    `production_json=False` leaves production.json to the device cadence (CT-less Envoys, see
+    `EnvoyPoller._production_json_on_device_cadence`).
+    """
+    present = features.endpoints
+    reads: list[str] = []
+    if production_json and endpoints.PRODUCTION_JSON in present:
+        reads.append(endpoints.PRODUCTION_JSON)
+    if endpoints.API_V1_PRODUCTION in present and not features.production_ct:
+        reads.append(endpoints.API_V1_PRODUCTION)
+    if endpoints.PRODUCTION_HTML in present:
+        reads.append(endpoints.PRODUCTION_HTML)
+    if features.ct_meters:
+        reads.append(endpoints.METERS_READINGS)  # answers whenever /ivp/meters does
+    if features.iq_batteries:
+        reads.extend(p for p in (endpoints.ENSEMBLE_POWER, endpoints.ENSEMBLE_SECCTRL) if p in present)
+    return tuple(reads)
+
+
+def raw_system_data(
+    bodies: Mapping[str, Any], probe_bodies: Mapping[str, Any], ensemble_inventory: Any = None
+) -> RawSystemData:
+    """The normalizer's input from the bodies one system cycle read (path -> body, None = failed)."""
+    return RawSystemData(
+        production_json=bodies.get(endpoints.PRODUCTION_JSON),
+        api_v1_production=bodies.get(endpoints.API_V1_PRODUCTION),
+        production_html=bodies.get(endpoints.PRODUCTION_HTML),
+        meters=probe_bodies.get(endpoints.METERS),
+        meters_readings=bodies.get(endpoints.METERS_READINGS),
+        ensemble_power=bodies.get(endpoints.ENSEMBLE_POWER),
+        ensemble_secctrl=bodies.get(endpoints.ENSEMBLE_SECCTRL),
+        ensemble_inventory=ensemble_inventory,
+    )
 
 
 async def run_at_fixed_rate(
@@ -287,11 +333,11 @@ class EnvoyPoller:
 
     # ------------------------------------------------------------------ cadences
 
-    async def _fetch(self, path: str, cadence: str) -> Any:
+    async def _fetch(self, path: str, cadence: str, *, text: bool = False) -> Any:
         """One endpoint; None when it failed (logged once). Auth/unreachable errors propagate."""
         started = time.perf_counter()
         try:
-            body = await self.client.get_json(path)
+            body = await (self.client.get_text(path) if text else self.client.get_json(path))
         except (EnvoyAuthError, TokenError, EnvoyUnreachable):
             raise
         except (EnvoyNotFound, BadEnvoyData, EnvoyHttpError) as exc:
@@ -401,34 +447,17 @@ class EnvoyPoller:
         info, features = self.info, self.features
         if info is None or features is None or self.envoy_id is None:
             raise EnvoyUnreachable("not connected")
-        present = features.endpoints
-        production_json = api_v1 = readings = power = secctrl = None
-        if endpoints.PRODUCTION_JSON in present and not self._production_json_on_device_cadence():
-            production_json = await self._fetch(endpoints.PRODUCTION_JSON, "system")
-        if endpoints.API_V1_PRODUCTION in present and not features.production_ct:
-            api_v1 = await self._fetch(endpoints.API_V1_PRODUCTION, "system")
-        if features.ct_meters and endpoints.METERS_READINGS in present | {endpoints.METERS_READINGS}:
-            readings = await self._fetch(endpoints.METERS_READINGS, "system")
-        if features.iq_batteries:
-            if endpoints.ENSEMBLE_POWER in present:
-                power = await self._fetch(endpoints.ENSEMBLE_POWER, "system")
-            if endpoints.ENSEMBLE_SECCTRL in present:
-                secctrl = await self._fetch(endpoints.ENSEMBLE_SECCTRL, "system")
-        if production_json is None and api_v1 is None and readings is None:
+        on_device_cadence = self._production_json_on_device_cadence()
+        bodies: dict[str, Any] = {}
+        for path in system_endpoints(features, production_json=not on_device_cadence):
+            bodies[path] = await self._fetch(path, "system", text=path == endpoints.PRODUCTION_HTML)
+        if not any(bodies.get(p) is not None for p in _PRODUCTION_SOURCES):
             raise BadEnvoyData("no production data could be read this cycle")
-        if production_json is not None:
-            self._last_production_json = production_json
-        elif self._production_json_on_device_cadence():
-            production_json = self._last_production_json
-        raw = RawSystemData(
-            production_json=production_json,
-            api_v1_production=api_v1,
-            meters=self.client.probe_bodies.get(endpoints.METERS),
-            meters_readings=readings,
-            ensemble_power=power,
-            ensemble_secctrl=secctrl,
-            ensemble_inventory=self._last_ensemble_inventory,
-        )
+        if bodies.get(endpoints.PRODUCTION_JSON) is not None:
+            self._last_production_json = bodies[endpoints.PRODUCTION_JSON]
+        elif on_device_cadence:
+            bodies[endpoints.PRODUCTION_JSON] = self._last_production_json
+        raw = raw_system_data(bodies, self.client.probe_bodies, self._last_ensemble_inventory)
         reading = normalize_system(raw, info, features)
         self._log_problems("system", reading.problems)
         now = self.clock.time()

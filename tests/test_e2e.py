@@ -32,6 +32,7 @@ CONTRACT_CAPTURES = [
     "8.2.127_with_3cts_and_battery_split",
     "5.0.62",
     "8.2.4345_with_device_data",
+    "3.7.0",  # the oldest firmware: production only from the HTML /production page
 ]
 
 

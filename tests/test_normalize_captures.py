@@ -206,7 +206,15 @@ def test_split_phase_meter_voltage_is_the_mean() -> None:
 
 
 def test_legacy_firmware() -> None:
-    assert run("3.7.0")["system"] == {}
+    # Firmware 3.7: no JSON production, only the HTML page ("6.63 kW", "53.6 kWh", "405 kWh", "133 MWh")
+    old = run("3.7.0")
+    assert old["system"] == {
+        "production_power": 6630,
+        "production_energy_today": 53600,
+        "production_energy_last_7_days": 405000,
+        "production_energy_lifetime": 133000000,
+    }
+    assert old["inverters"] == {}
     out = run("3.9.36")
     assert out["system"]["production_energy_lifetime"] == 6012540
     assert "timestamp" not in out["system"]

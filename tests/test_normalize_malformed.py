@@ -39,7 +39,8 @@ EVERYTHING = Features(
 )
 UNMETERED = Features(endpoints=frozenset({ep.API_V1_PRODUCTION, ep.API_V1_INVERTERS}), metered=False)
 FALLBACK = Features(endpoints=frozenset({ep.PRODUCTION_JSON}), metered=True)
-FEATURES = [EVERYTHING, UNMETERED, FALLBACK]
+HTML_ONLY = Features(endpoints=frozenset({ep.PRODUCTION_HTML}), metered=False)  # firmware < 3.9
+FEATURES = [EVERYTHING, UNMETERED, FALLBACK, HTML_ONLY]
 
 GARBAGE: list[Any] = [
     None,
@@ -71,10 +72,10 @@ def run_all(
     return out
 
 
-@pytest.mark.parametrize("features", FEATURES, ids=["everything", "unmetered", "fallback"])
+@pytest.mark.parametrize("features", FEATURES, ids=["everything", "unmetered", "fallback", "html"])
 @pytest.mark.parametrize("garbage", GARBAGE, ids=repr)
 def test_garbage_in_every_field(features: Features, garbage: Any) -> None:
-    system = RawSystemData(*([garbage] * 7))
+    system = RawSystemData(*([garbage] * 8))
     devices = RawDeviceData(*([garbage] * 6))
     out = run_all(system, devices, features)
     payload = out[0][1]
@@ -196,9 +197,9 @@ shaped = st.recursive(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(bodies=st.lists(shaped, min_size=13, max_size=13), which=st.sampled_from(FEATURES))
+@given(bodies=st.lists(shaped, min_size=14, max_size=14), which=st.sampled_from(FEATURES))
 def test_random_json_never_raises(bodies: list[Any], which: Features) -> None:
-    system = RawSystemData(*bodies[:7])
-    devices = RawDeviceData(*bodies[7:13])
+    system = RawSystemData(*bodies[:8])
+    devices = RawDeviceData(*bodies[8:14])
     run_all(system, devices, which)
     run_all(system, devices, replace(which, phase_count=2, detailed_inverters=False))

@@ -143,3 +143,35 @@ def test_phase_lines_in_use() -> None:
     total, _ = quirks.find_consumption_sections(body("8.3.5433_tot_is_net_cons", "production.json_details_1"))
     assert quirks.phase_lines_in_use(total) == 2
     assert quirks.phase_lines_in_use({"lines": "x"}) == 0
+
+
+def test_production_html_page_of_firmware_3() -> None:
+    page = (
+        "<table><tr><td>Currently</td>    <td> 6.63 kW</td></tr><tr><td>Today</td>     <td> 53.6 kWh</td></tr>"
+        "<tr><td>Past Week</td>    <td>  405 kWh</td></tr><tr><td>Since Installation</td>"
+        "    <td>  1.33 MWh</td></tr></table>"
+    )
+    assert quirks.production_from_html(page) == {
+        "wattsNow": 6630.0,
+        "wattHoursToday": 53600.0,
+        "wattHoursSevenDays": 405000.0,
+        "wattHoursLifetime": 1330000.0,
+    }
+    # plain units, odd spacing and case, a night-time zero
+    night = "<td>currently</td><td>0 W</td><td>TODAY</td><td>812 Wh</td><td>Past  Week</td><td>3.1 kWh</td>"
+    assert quirks.production_from_html(night) == {
+        "wattsNow": 0.0,
+        "wattHoursToday": 812.0,
+        "wattHoursSevenDays": 3100.0,
+    }
+    # a power unit in an energy row (or the reverse) is not the page we know
+    assert quirks.production_from_html("<td>Today</td><td>5 kW</td><td>Currently</td><td>5 kWh</td>") is None
+    for garbage in (
+        None,
+        "",
+        "<html>Page Not Found</html>",
+        b"<td>Today</td><td>1 Wh</td>",
+        42,
+        "x" * 300_000,
+    ):
+        assert quirks.production_from_html(garbage) is None

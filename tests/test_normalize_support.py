@@ -15,6 +15,7 @@ from typing import Any
 from envoy2mqtt.envoy import endpoints
 from envoy2mqtt.model import EnvoyInfo, Features, RawDeviceData, RawSystemData
 from envoy2mqtt.normalize import detect_features
+from envoy2mqtt.normalize.features import usable_body
 
 # Capture files to try per endpoint, best first (older captures lack the `?details=1` variant).
 _FILES: dict[str, tuple[str, ...]] = {
@@ -93,6 +94,11 @@ def load_capture(folder: Path) -> Capture:
     info = parse_info((folder / "info").read_text())
     bodies = {p: b for p in _SYSTEM_AND_DEVICE if (b := read_endpoint(folder, p)) is not None}
     probe = {p: b for p, b in bodies.items() if p in endpoints.PROBE_ENDPOINTS}
+    if not any(usable_body(p, probe.get(p)) for p in endpoints.JSON_PRODUCTION_ENDPOINTS):
+        # as the client's probe: firmware < 3.9 has only the HTML page (a text body, not JSON)
+        page = folder / endpoints.capture_file_name(endpoints.PRODUCTION_HTML)
+        if page.is_file():
+            bodies[endpoints.PRODUCTION_HTML] = probe[endpoints.PRODUCTION_HTML] = page.read_text()
     features = detect_features(info, probe)
 
     def polled(path: str) -> Any:
@@ -106,6 +112,7 @@ def load_capture(folder: Path) -> Capture:
         ensemble_power=polled(endpoints.ENSEMBLE_POWER),
         ensemble_secctrl=polled(endpoints.ENSEMBLE_SECCTRL),
         ensemble_inventory=polled(endpoints.ENSEMBLE_INVENTORY),
+        production_html=polled(endpoints.PRODUCTION_HTML),
     )
     devices = RawDeviceData(
         inverters=polled(endpoints.API_V1_INVERTERS),

@@ -15,7 +15,7 @@ that it cannot change silently (a fix on either side makes the test fail and thi
 capture                                   value                             pyenphase     envoy2mqtt       why
 ========================================  ================================  ============  ===============  ====
 every capture with a net-consumption CT   net_energy_today / last_7_days    0             cons - prod      (1)
-3.7.0                                     everything                        probe fails   empty system     (2)
+3.7.0                                     everything                        probe fails   HTML page        (2)
 7.3.466_metered_disabled_cts              production today / last 7 days    4425/111093   absent           (3)
 8.2.4264_metered_noct                     production today / last 7 days    70/1521       absent           (3)
 8.3.5433_tot_is_net_cons                  production today / last 7 days    14405465      null             (4)
@@ -32,8 +32,9 @@ every capture with a net-consumption CT   net_energy_today / last_7_days    0   
 (1) The Envoy sends 0 in the net-consumption section's ``whToday`` / ``whLastSevenDays`` on every metered
     firmware; pyenphase passes the 0 on, we derive consumption - production (quirks.derive_net_energy).
 (2) Firmware 3.7.0 has no JSON production endpoint (``/production.json`` is an HTML 404, ``/production``
-    an HTML page): pyenphase raises ``EnvoyProbeFailed``; our probe succeeds with no data endpoint, so the
-    system payload is empty and there are no inverters (the bridge stays up and reports the gateway).
+    an HTML page): pyenphase raises ``EnvoyProbeFailed``; we read the four values of the HTML page
+    (quirks.production_from_html: power, today, last 7 days, lifetime, three significant figures) and
+    there are no inverters (no per-inverter endpoint on this firmware).
 (3) Metered Envoy without an enabled production CT: pyenphase reads ``whToday`` / ``whLastSevenDays`` of
     the eim production section although its ``activeCount`` is 0 (7.3.466: stale values of the disabled
     CT; 8.2.4264: 70 / 1521 Wh next to 32 MWh of lifetime). Our production comes from the ``inverters``
@@ -193,7 +194,12 @@ async def test_pyenphase_agrees(folder: Path, tmp_path: Path) -> None:
         if name in PROBE_FAILS:
             with pytest.raises(EnvoyProbeFailed):
                 await read_pyenphase(sim)
-            assert ours["system"] == {}
+            assert ours["system"] == {
+                "production_power": 6630,
+                "production_energy_today": 53600,
+                "production_energy_last_7_days": 405000,
+                "production_energy_lifetime": 133000000,
+            }
             assert ours["inverters"] == {}
             assert ours["gateway"]["serial"] == sim.serial
             return

@@ -505,7 +505,16 @@ class EnvoyClient:
             except (_ProbeUnauthorized, EnvoyHttpError, BadEnvoyData) as exc:
                 # EnvoyNotFound is an EnvoyHttpError. A persistent 5xx also means "not usable here".
                 self._log.debug("probe_endpoint_absent", path=path, reason=str(exc))
-        from envoy2mqtt.normalize.features import detect_features  # the normalizer may land after this module
+        from envoy2mqtt.normalize.features import detect_features, usable_body
+
+        if not any(usable_body(p, bodies.get(p)) for p in endpoints.JSON_PRODUCTION_ENDPOINTS):
+            # Firmware before 3.9: no JSON production at all, only the HTML page.
+            try:
+                bodies[endpoints.PRODUCTION_HTML] = await self._get(
+                    endpoints.PRODUCTION_HTML, parse_json=False, recover_auth=False
+                )
+            except (_ProbeUnauthorized, EnvoyHttpError, BadEnvoyData) as exc:
+                self._log.debug("probe_endpoint_absent", path=endpoints.PRODUCTION_HTML, reason=str(exc))
 
         features = detect_features(info, bodies)
         self.probe_bodies = bodies

@@ -7,6 +7,7 @@ HOME = "/home.json"
 PRODUCTION_JSON = "/production.json?details=1"
 PRODUCTION_JSON_PLAIN = "/production.json"
 API_V1_PRODUCTION = "/api/v1/production"
+PRODUCTION_HTML = "/production"  # an HTML page; the only production source of firmware < 3.9
 API_V1_INVERTERS = "/api/v1/production/inverters"
 DEVICE_DATA = "/ivp/pdm/device_data"
 INVENTORY = "/inventory.json"
@@ -30,13 +31,16 @@ PROBE_ENDPOINTS: tuple[str, ...] = (
     ENSEMBLE_SECCTRL,
 )
 
+# Where production comes from on every firmware from 3.9 on; without either, the probe tries PRODUCTION_HTML.
+JSON_PRODUCTION_ENDPOINTS: tuple[str, ...] = (PRODUCTION_JSON, API_V1_PRODUCTION)
+
 # Every endpoint `envoy2mqtt capture` dumps (what the simulator can serve).
 CAPTURE_ENDPOINTS: tuple[str, ...] = (
     INFO,
     HOME,
     PRODUCTION_JSON,
     PRODUCTION_JSON_PLAIN,
-    "/production",
+    PRODUCTION_HTML,
     API_V1_PRODUCTION,
     API_V1_INVERTERS,
     DEVICE_DATA,

@@ -35,6 +35,8 @@ _SHAPES: dict[str, type] = {
 
 def usable_body(path: str, body: object) -> bool:
     """A body that is data: the expected JSON container, not an `{"error": ...}` / 401 document."""
+    if path == endpoints.PRODUCTION_HTML:
+        return quirks.production_from_html(body) is not None
     if body is None or isinstance(body, str | bytes) or is_error_body(body):
         return False
     shape = _SHAPES.get(path)

@@ -6,6 +6,7 @@ Each docstring names the shared capture (`../shared/envoy-captures/<folder>`) th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -266,3 +267,41 @@ def phase_lines_in_use(section: object) -> int:
         if any(to_number(v) not in (None, 0) for k, v in line.items() if k != "readingTime"):
             used = index + 1
     return used
+
+
+# Firmware before 3.9 has no JSON production endpoint: `/production` is an HTML page with a four-row
+# table ("Currently 6.63 kW", "Today 53.6 kWh", "Past Week 405 kWh", "Since Installation 133 MWh").
+_HTML_ROWS = {
+    "currently": "wattsNow",
+    "today": "wattHoursToday",
+    "past week": "wattHoursSevenDays",
+    "since installation": "wattHoursLifetime",
+}
+_HTML_SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+_HTML_ROW = re.compile(
+    r"<td[^>]*>\s*(currently|today|past\s+week|since\s+installation)\s*</td>\s*"
+    r"<td[^>]*>\s*(-?\d+(?:\.\d+)?)\s*([kmg]?)(wh|w)\s*</td>",
+    re.IGNORECASE,
+)
+_HTML_MAX_CHARS = 200_000  # the page is ~2 kB; never run the pattern over a huge body
+
+
+def production_from_html(page: object) -> dict[str, float] | None:
+    """The values of firmware 3.x's HTML `/production` page in `/api/v1/production`'s keys and units
+    (W, Wh), or None when the page has none of them.
+
+    The page rounds to three significant figures ("133 MWh" is 132.5 to 133.5 MWh): the lifetime
+    counter moves in steps of up to 1 MWh and is only as good as that.
+    """
+    if not isinstance(page, str) or len(page) > _HTML_MAX_CHARS:
+        return None
+    values: dict[str, float] = {}
+    for label, amount, prefix, unit in _HTML_ROW.findall(page):
+        key = _HTML_ROWS[" ".join(label.lower().split())]
+        power_row = key == "wattsNow"
+        if power_row != (unit.lower() == "w"):
+            continue  # energy in a power row or the reverse: not the page we know
+        value = to_number(float(amount) * _HTML_SCALE[prefix.lower()])
+        if value is not None:
+            values.setdefault(key, value)
+    return values or None

@@ -4,7 +4,8 @@ Where each value comes from (docs/envoy-local-api.md §5):
 
 * production: the production CT (`production.json` eim section) when `features.production_ct`; else
   `/api/v1/production` when the probe kept it; else the production.json `inverters` section
-  (metered Envoy without CTs, whose v1 endpoint is stalled or broken: no today / seven-day values).
+  (metered Envoy without CTs, whose v1 endpoint is stalled or broken: no today / seven-day values);
+  else, on firmware before 3.9, the HTML `/production` page (three significant figures).
 * consumption and net: the production.json `consumption[]` sections (found by measurementType).
 * grid import / export: the net-consumption CT of `/ivp/meters/readings`.
 * battery: production.json `storage` (ACB) and `/ivp/ensemble/secctrl` + `/ivp/ensemble/power` (IQ).
@@ -33,7 +34,7 @@ from ._values import (
     text,
 )
 
-ProductionSource = Literal["eim", "v1", "inverters", "none"]
+ProductionSource = Literal["eim", "v1", "inverters", "html", "none"]
 
 # Below this many watts either way a battery is idle (IQ batteries idle at a few dozen W).
 BATTERY_IDLE_WATTS = 50.0
@@ -48,6 +49,8 @@ def production_source(features: Features) -> ProductionSource:
         return "v1"
     if endpoints.PRODUCTION_JSON in features.endpoints:
         return "inverters"
+    if endpoints.PRODUCTION_HTML in features.endpoints:
+        return "html"
     return "none"
 
 
@@ -95,7 +98,7 @@ def _production(raw: RawSystemData, info: EnvoyInfo, features: Features, out: _V
     source = production_source(features)
     problems = out.problems
     now = today = week = life = None
-    has_daily = source in ("eim", "v1")
+    has_daily = source in ("eim", "v1", "html")
     if source == "eim":
         section = quirks.find_production_section(raw.production_json, "eim")
         if section is None:
@@ -112,6 +115,15 @@ def _production(raw: RawSystemData, info: EnvoyInfo, features: Features, out: _V
         if quirks.is_boot_zero_production(info, now, today, life):
             problems.add("/api/v1/production: all zero right after boot, reading rejected")
             now = today = week = life = None
+    elif source == "html":
+        values = quirks.production_from_html(raw.production_html)
+        if values is None:
+            problems.add("/production: no production values on the page this cycle")
+            values = {}
+        now = values.get("wattsNow")
+        today = values.get("wattHoursToday")
+        week = values.get("wattHoursSevenDays")
+        life = values.get("wattHoursLifetime")
     elif source == "inverters":
         section = quirks.production_from_inverters_section(raw.production_json)
         if section is None:
