@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.test_fuzz_normalizers import ENDPOINTS, fuzz_settings, make_fuzzer, sources, sources_with
+from tests.test_fuzz_normalizers import FUZZ_ENDPOINTS, fuzz_settings, make_fuzzer, sources, sources_with
 
 
 def main() -> int:
@@ -26,7 +26,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--examples", type=int, default=10_000, help="examples per endpoint (default 10000)")
-    parser.add_argument("--endpoint", action="append", choices=ENDPOINTS, help="only these endpoints")
+    parser.add_argument("--endpoint", action="append", choices=FUZZ_ENDPOINTS, help="only these endpoints")
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)
     print(
@@ -34,7 +34,7 @@ def main() -> int:
     )
     failed = 0
     total = time.monotonic()
-    for endpoint in args.endpoint or ENDPOINTS:
+    for endpoint in args.endpoint or FUZZ_ENDPOINTS:
         seen: dict[str, int] = {}
         started = time.monotonic()
         error = ""

@@ -38,6 +38,7 @@ import functools
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,9 @@ from envoy2mqtt.envoy.firmware import parse_info
 from envoy2mqtt.errors import BadEnvoyData
 from envoy2mqtt.model import PHASE_NAMES, EnvoyInfo, Features, RawDeviceData, RawSystemData
 from envoy2mqtt.normalize import detect_features, normalize_devices, normalize_meters, normalize_system
+from envoy2mqtt.normalize.features import usable_body
+from envoy2mqtt.normalize.quirks import production_from_html
+from envoy2mqtt.poller import raw_system_data
 from envoy2mqtt.simulator.capture import CaptureSource
 from envoy2mqtt.simulator.responses import NOT_FOUND_HTML, SERVER_ERROR_HTML, UNAUTHORIZED_HTML, EnvoySource
 from envoy2mqtt.simulator.simtime import SimulatedTime
@@ -77,6 +81,17 @@ def fuzz_settings(examples: int | None = None) -> settings:
 
 # Every body the normalizers read (the probe endpoints plus the readings of the CTs).
 ENDPOINTS: tuple[str, ...] = (*ep.PROBE_ENDPOINTS, ep.METERS_READINGS)
+# ...and the HTML page of firmware < 3.9 (a text body: its own mutations, see `html_mutated`).
+FUZZ_ENDPOINTS: tuple[str, ...] = (*ENDPOINTS, ep.PRODUCTION_HTML)
+
+
+def probe_bodies(bodies: Mapping[str, Any]) -> dict[str, Any]:
+    """What the client's probe hands `detect_features`: the HTML page only without JSON production."""
+    probe = {p: b for p, b in bodies.items() if p in ep.PROBE_ENDPOINTS}
+    json_production = any(usable_body(p, probe.get(p)) for p in ep.JSON_PRODUCTION_ENDPOINTS)
+    if not json_production and ep.PRODUCTION_HTML in bodies:
+        probe[ep.PRODUCTION_HTML] = bodies[ep.PRODUCTION_HTML]
+    return probe
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -97,17 +112,21 @@ def _read_source(name: str, source: EnvoySource) -> Source | None:
     except BadEnvoyData:  # a capture without a usable /info is not a fuzz source
         return None
     bodies: dict[str, Any] = {}
-    for path in ENDPOINTS:
+    for path in FUZZ_ENDPOINTS:
         bare, _, query = path.partition("?")
         answer = source.respond(bare, query)
         if answer.status != 200:
+            continue
+        if path == ep.PRODUCTION_HTML:
+            page = answer.body.decode(errors="replace")
+            if production_from_html(page) is not None:
+                bodies[path] = page
             continue
         try:
             bodies[path] = json.loads(answer.body)
         except ValueError:
             continue
-    probe = {p: b for p, b in bodies.items() if p in ep.PROBE_ENDPOINTS}
-    return Source(name, info, bodies, detect_features(info, probe))
+    return Source(name, info, bodies, detect_features(info, probe_bodies(bodies)))
 
 
 @functools.cache
@@ -303,6 +322,36 @@ def truncated_text(body: Any, draw: Callable[[Any], Any]) -> Any:
         return text[:cut]
 
 
+HTML_NUMBERS = st.one_of(
+    st.sampled_from(["0", "-0", "-1", "1e999", "NaN", "inf", "", ".", "1.2.3", "99999999999999999999999999"]),
+    st.integers().map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.text(max_size=8),
+)
+HTML_UNITS = st.sampled_from(
+    ["W", "kW", "MW", "GW", "Wh", "kWh", "MWh", "GWh", "", "mW", "TWh", "KWH", "w h"]
+)
+_HTML_VALUE_CELL = re.compile(r"<td>\s*[-\d.]+\s*[kMG]?Wh?\s*</td>")
+
+
+def html_mutated(draw: Callable[[Any], Any], page: str) -> Any:
+    """One hostile variant of firmware 3.x's HTML production page."""
+    choice = draw(st.integers(min_value=0, max_value=9))
+    if choice == 0:
+        return draw(st.sampled_from(WHOLE_BODIES))
+    if choice == 1:
+        return page[: draw(st.integers(min_value=0, max_value=len(page)))]
+    if choice == 2:
+        return draw(st.text(max_size=400))
+    if choice == 3:  # rows removed or their labels changed
+        return re.sub(
+            r"Currently|Today|Past Week|Since Installation",
+            lambda _: draw(st.sampled_from(["", "Yesterday", "Past  Week", "TODAY", "Currently"])),
+            page,
+        )
+    return _HTML_VALUE_CELL.sub(lambda _: f"<td> {draw(HTML_NUMBERS)} {draw(HTML_UNITS)}</td>", page)
+
+
 @functools.cache
 def _template(source_name: str, endpoint: str) -> tuple[str, tuple[Path_, ...]]:
     """The JSON text (fast to copy by parsing) and every node path of one original body."""
@@ -314,6 +363,8 @@ def _template(source_name: str, endpoint: str) -> tuple[str, tuple[Path_, ...]]:
 def mutated(draw: Callable[[Any], Any], source_name: str, endpoint: str) -> Any:
     """One hostile variant of the named source's body for `endpoint`."""
     body = source_named(source_name).bodies[endpoint]
+    if endpoint == ep.PRODUCTION_HTML:
+        return html_mutated(draw, body)
     choice = draw(st.integers(min_value=0, max_value=19))
     if choice == 0:
         return draw(st.sampled_from(WHOLE_BODIES))
@@ -378,15 +429,7 @@ def check_payload(component: str, payload: dict[str, Any]) -> None:
 
 def raw_data(bodies: Mapping[str, Any]) -> tuple[RawSystemData, RawDeviceData]:
     """Every body handed over, polled or not: the normalizers must cope with anything they get."""
-    system = RawSystemData(
-        production_json=bodies.get(ep.PRODUCTION_JSON),
-        api_v1_production=bodies.get(ep.API_V1_PRODUCTION),
-        meters=bodies.get(ep.METERS),
-        meters_readings=bodies.get(ep.METERS_READINGS),
-        ensemble_power=bodies.get(ep.ENSEMBLE_POWER),
-        ensemble_secctrl=bodies.get(ep.ENSEMBLE_SECCTRL),
-        ensemble_inventory=bodies.get(ep.ENSEMBLE_INVENTORY),
-    )
+    system = raw_system_data(bodies, bodies, bodies.get(ep.ENSEMBLE_INVENTORY))
     devices = RawDeviceData(
         inverters=bodies.get(ep.API_V1_INVERTERS),
         device_data=bodies.get(ep.DEVICE_DATA),
@@ -418,8 +461,7 @@ def normalize_and_check(info: EnvoyInfo, features: Features, bodies: Mapping[str
 def fuzz_once(source: Source, endpoint: str, body: Any) -> None:
     bodies = dict(source.bodies)
     bodies[endpoint] = body
-    probe = {p: b for p, b in bodies.items() if p in ep.PROBE_ENDPOINTS}
-    features = detect_features(source.info, probe)
+    features = detect_features(source.info, probe_bodies(bodies))
     normalize_and_check(source.info, source.features, bodies)
     normalize_and_check(source.info, features, bodies)
 
@@ -443,7 +485,7 @@ def make_fuzzer(endpoint: str, config: settings, seen: dict[str, int] | None = N
 # ------------------------------------------------------------------------------------------ tests
 
 
-@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("endpoint", FUZZ_ENDPOINTS)
 def test_fuzz_endpoint(endpoint: str) -> None:
     if not sources_with(endpoint):
         pytest.skip(f"no source serves {endpoint}")
