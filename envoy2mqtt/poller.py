@@ -230,6 +230,8 @@ class EnvoyPoller:
         self.battery_payloads: dict[str, Payload] = {}
         self._last_production_json: Any = None
         self._last_ensemble_inventory: Any = None
+        # The system cycle's last /ivp/ensemble/power body and when it was read (monotonic)
+        self._system_ensemble_power: tuple[Any, float] | None = None
         self._gateway_published: Payload | None = None
         self._gateway_published_at = -math.inf
         self._announced_gateway: Payload | None = None
@@ -428,6 +430,16 @@ class EnvoyPoller:
             # the current token still works until it expires: not a poll failure
             self.log.warning("token refresh failed", reason=short_error(exc))
 
+    def _recent_ensemble_power(self) -> Any:
+        """The system cycle's ensemble/power body when it is at most one system interval old: a device
+        cycle every 5 minutes needs no fresher battery power, and the Envoy is spared 12 requests an hour."""
+        if self._system_ensemble_power is None:
+            return None
+        body, read_at = self._system_ensemble_power
+        if self.clock.monotonic() - read_at > self.polling.system_interval:
+            return None
+        return body
+
     def _production_json_on_device_cadence(self) -> bool:
         """Without a production CT, `/api/v1/production` carries every production value each minute;
         what `production.json` adds then (the inverter count, the inverters' reading time) changes only
@@ -457,6 +469,8 @@ class EnvoyPoller:
             self._last_production_json = bodies[endpoints.PRODUCTION_JSON]
         elif on_device_cadence:
             bodies[endpoints.PRODUCTION_JSON] = self._last_production_json
+        if bodies.get(endpoints.ENSEMBLE_POWER) is not None:
+            self._system_ensemble_power = (bodies[endpoints.ENSEMBLE_POWER], self.clock.monotonic())
         raw = raw_system_data(bodies, self.client.probe_bodies, self._last_ensemble_inventory)
         reading = normalize_system(raw, info, features)
         self._log_problems("system", reading.problems)
@@ -493,7 +507,9 @@ class EnvoyPoller:
             if ensemble_inventory is not None:
                 self._last_ensemble_inventory = ensemble_inventory
             if endpoints.ENSEMBLE_POWER in present:
-                power = await self._fetch(endpoints.ENSEMBLE_POWER, "device")
+                power = self._recent_ensemble_power()
+                if power is None:
+                    power = await self._fetch(endpoints.ENSEMBLE_POWER, "device")
         if all(x is None for x in (inverters, device_data, inventory, ensemble_inventory)):
             if not (present & {endpoints.API_V1_INVERTERS, endpoints.DEVICE_DATA, endpoints.INVENTORY}):
                 return  # this Envoy has no per-device data at all
