@@ -2,7 +2,8 @@
 
 Small sites (metered-3phase-iq, 10 microinverters, own serial each, token auth over TLS with a
 pasted token) served by one simulator process; the real `python -m envoy2mqtt run` polls them all
-at system_interval = 10 s, device_interval = 60 s. After a warm-up, for `--window` seconds:
+at system_interval = 10 s, device_interval = 60 s. After a warm-up, and once every Envoy has
+published twice (connected and on its cadence), for `--window` seconds:
   - CPU share: the daemon's CPU seconds / wall seconds (100 % = one core), and the simulator's
   - lateness: for each Envoy, the arrival times of its `system` messages are fitted to its 10 s grid
     (fixed-rate cadence): lateness = offset from the earliest slot; a missed tick is a grid slot
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
+import math
 import subprocess
 import sys
 import tempfile
@@ -42,6 +45,20 @@ def lateness(arrivals: list[float]) -> tuple[list[float], int]:
     return [o - base for o in offsets], missed
 
 
+def edge_slots_missed(arrivals: list[float], late: list[float], at0: float, at1: float) -> int:
+    """Slots of this Envoy's own grid before its first / after its last arrival that lie inside the window.
+
+    Each Envoy has its own phase (the daemon staggers them), so the window's edges fall anywhere in its
+    interval: a slot counts only when it lies wholly inside the window, ON_TIME included (a message of a
+    slot just before the window's start, or in flight at its end, is not a missed tick).
+    """
+    first_slot = arrivals[0] - late[0]
+    last_slot = arrivals[-1] - late[-1]
+    before = max(0, math.floor((first_slot - at0 - ON_TIME) / CADENCE))
+    after = max(0, math.floor((at1 - last_slot - ON_TIME) / CADENCE))
+    return before + after
+
+
 async def run_count(count: int, warmup: float, window: float) -> dict[str, float]:
     specs = [{"profile": "metered-3phase-iq", "scale": 10, "serial": f"1223{n:08d}"} for n in range(count)]
     with (
@@ -61,6 +78,16 @@ async def run_count(count: int, warmup: float, window: float) -> dict[str, float
                 )
                 try:
                     await asyncio.sleep(warmup)
+                    # Steady state: every Envoy connected, probed and on its cadence (the daemon spreads
+                    # them over the interval, so the last one's second poll comes up to 2 intervals
+                    # after its first); with hundreds of Envoys connecting at once that takes a while.
+                    topics = {f"envoy2mqtt/{sim['serial']}/system" for sim in host.sims}
+                    deadline = time.monotonic() + 180
+                    while time.monotonic() < deadline:
+                        seen = collections.Counter(t for _, t, _ in sub.events if t in topics)
+                        if len(seen) == len(topics) and min(seen.values()) >= 2:
+                            break
+                        await asyncio.sleep(0.5)
                     cpu0, sim0, wall0, at0 = (
                         proc_cpu_seconds(proc.pid),
                         proc_cpu_seconds(host.pid),
@@ -89,10 +116,7 @@ async def run_count(count: int, warmup: float, window: float) -> dict[str, float
             values, lost = lateness(arrivals)
             late.extend(values)
             missed += lost
-            # slots before the first / after the last arrival inside the window also count as missed
-            missed += max(0, int((arrivals[0] - at0) // CADENCE)) + max(
-                0, int((at1 - arrivals[-1]) // CADENCE)
-            )
+            missed += edge_slots_missed(arrivals, values, at0, at1)
         wall = wall1 - wall0
         return {
             "count": count,
