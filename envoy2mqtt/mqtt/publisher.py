@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import random
 import secrets
@@ -38,7 +37,6 @@ from envoy2mqtt.model import Payload
 from envoy2mqtt.mqtt.topics import Topics
 
 log = structlog.get_logger(__name__)
-SEND_WINDOW = 32  # QoS 1 publishes awaiting their acknowledgement at the same time
 
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -257,7 +255,7 @@ class Publisher:
 
     def _new_client(self) -> aiomqtt.Client:
         s = self._settings
-        client = aiomqtt.Client(
+        return aiomqtt.Client(
             s.host,
             s.port,
             username=s.username or None,
@@ -267,11 +265,7 @@ class Publisher:
             keepalive=s.keepalive,
             tls_context=self._tls,
             timeout=30,
-            max_inflight_messages=SEND_WINDOW,
         )
-        # aiomqtt logs a warning for every call beyond 10 pending; a full window is our normal state.
-        client.pending_calls_threshold = SEND_WINDOW + 8
-        return client
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.publish(self._topics.bridge_availability, ONLINE, qos=1, retain=True)
@@ -366,28 +360,12 @@ class Publisher:
         while True:
             await self._wakeup.wait()
             while self._outbox:
-                # Up to SEND_WINDOW messages in flight at once: each publish hands its packet to paho in
-                # outbox order before awaiting its acknowledgement, so the broker still receives them in
-                # order, but a device cycle's hundreds of states no longer cost one round trip each.
-                batch = list(itertools.islice(self._outbox.items(), SEND_WINDOW))
-                results = await asyncio.gather(
-                    *(
-                        client.publish(topic, message.payload, qos=message.qos, retain=message.retain)
-                        for topic, message in batch
-                    ),
-                    return_exceptions=True,
-                )
+                topic, message = next(iter(self._outbox.items()))
+                await client.publish(topic, message.payload, qos=message.qos, retain=message.retain)
                 _reraise_lost_cancel()
-                failure: BaseException | None = None
-                for (topic, message), result in zip(batch, results, strict=True):
-                    if isinstance(result, BaseException):
-                        failure = failure or result
-                        continue
-                    self.messages_published += 1
-                    if self._outbox.get(topic) is message:
-                        del self._outbox[topic]
-                if failure is not None:
-                    raise failure  # what was not acknowledged stays in the outbox for the next connect
+                self.messages_published += 1
+                if self._outbox.get(topic) is message:
+                    del self._outbox[topic]
             self._wakeup.clear()
             self._drained.set()
 
