@@ -7,11 +7,8 @@ Every bench prints ratios against a baseline measured in the same run; absolute 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-CAPTURES = ROOT.parent / "shared" / "envoy-captures"
 PROFILES = ("metered-3phase-iq", "metered-1phase-acb", "legacy-unmetered")
 PYTHON = sys.executable
 BENCH = Path(__file__).resolve().parent
@@ -27,58 +23,16 @@ BENCH = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # `python bench/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+# The private broker and the captures, shared with the tests (re-exported for the bench scripts).
+from tests.support import Mosquitto as Mosquitto  # noqa: E402  (needs ROOT on the path)
+from tests.support import capture_folders as capture_folders  # noqa: E402
+from tests.support import free_port as free_port  # noqa: E402
+from tests.support import wait_port as wait_port  # noqa: E402
+
 
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load {one:.2f}/{five:.2f} on {os.cpu_count()} cores"
-
-
-def capture_folders() -> list[Path]:
-    if not CAPTURES.is_dir():
-        return []
-    return sorted(p for p in CAPTURES.iterdir() if p.is_dir())
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
-class Mosquitto:
-    """A private broker on a free port (the few lines of tests/conftest.py, without pytest)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Mosquitto:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-        wait_port(self.port)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 class AcceleratedClock:
