@@ -157,6 +157,19 @@ def test_production_html_page_of_firmware_3() -> None:
         "wattHoursSevenDays": 405000.0,
         "wattHoursLifetime": 1330000.0,
     }
+    # the 2010-2012 firmware's page: the same table, one row per line of markup
+    page_2012 = (
+        '<tr><td colspan="3">System has been live since\n  <div class=good>Tue Jun 01, 2010 03:23 PM PDT</div>'
+        "</td></tr>\n  <tr><td>Currently</td>    <td> 1.06 kW</td></tr><tr><td>Today</td>     <td> 11.1 kWh</td>"
+        "</tr><tr><td>Past Week</td>    <td> 99.5 kWh</td></tr><tr><td>Since Installation</td>    <td> 20.0 MWh"
+        "</td></tr>\n"
+    )
+    assert quirks.production_from_html(page_2012) == {
+        "wattsNow": 1060.0,
+        "wattHoursToday": 11100.0,
+        "wattHoursSevenDays": 99500.0,
+        "wattHoursLifetime": 20000000.0,
+    }
     # plain units, odd spacing and case, a night-time zero
     night = "<td>currently</td><td>0 W</td><td>TODAY</td><td>812 Wh</td><td>Past  Week</td><td>3.1 kWh</td>"
     assert quirks.production_from_html(night) == {
