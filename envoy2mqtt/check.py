@@ -15,11 +15,11 @@ from .normalize import normalize_devices, normalize_meters, normalize_system
 from .poller import build_gateway_payload, raw_system_data, system_endpoints
 
 
-async def _optional(client: EnvoyClient, path: str, wanted: bool = True, *, text: bool = False) -> Any:
+async def _optional(client: EnvoyClient, path: str, wanted: bool = True) -> Any:
     if not wanted:
         return None
     try:
-        return await (client.get_text(path) if text else client.get_json(path))
+        return await client.get_body(path)
     except EnvoyError:
         return None
 
@@ -56,8 +56,7 @@ async def check_envoy(
             await _legacy_credentials_work(client)
         # The daemon's system cycle, with production.json read here whatever its cadence there.
         bodies = {
-            path: await _optional(client, path, text=path == endpoints.PRODUCTION_HTML)
-            for path in system_endpoints(features, production_json=True)
+            path: await _optional(client, path) for path in system_endpoints(features, production_json=True)
         }
         raw_system = raw_system_data(
             bodies, client.probe_bodies, client.probe_bodies.get(endpoints.ENSEMBLE_INVENTORY)

@@ -335,11 +335,11 @@ class EnvoyPoller:
 
     # ------------------------------------------------------------------ cadences
 
-    async def _fetch(self, path: str, cadence: str, *, text: bool = False) -> Any:
+    async def _fetch(self, path: str, cadence: str) -> Any:
         """One endpoint; None when it failed (logged once). Auth/unreachable errors propagate."""
         started = time.perf_counter()
         try:
-            body = await (self.client.get_text(path) if text else self.client.get_json(path))
+            body = await self.client.get_body(path)
         except (EnvoyAuthError, TokenError, EnvoyUnreachable):
             raise
         except (EnvoyNotFound, BadEnvoyData, EnvoyHttpError) as exc:
@@ -462,7 +462,7 @@ class EnvoyPoller:
         on_device_cadence = self._production_json_on_device_cadence()
         bodies: dict[str, Any] = {}
         for path in system_endpoints(features, production_json=not on_device_cadence):
-            bodies[path] = await self._fetch(path, "system", text=path == endpoints.PRODUCTION_HTML)
+            bodies[path] = await self._fetch(path, "system")
         if not any(bodies.get(p) is not None for p in _PRODUCTION_SOURCES):
             raise BadEnvoyData("no production data could be read this cycle")
         if bodies.get(endpoints.PRODUCTION_JSON) is not None:

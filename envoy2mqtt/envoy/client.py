@@ -347,6 +347,12 @@ class EnvoyClient:
         assert isinstance(text, str)
         return text
 
+    async def get_body(self, path: str) -> Any:
+        """A data endpoint's body as the normalizers take it: text for `endpoints.TEXT_ENDPOINTS`, else JSON."""
+        if path in endpoints.TEXT_ENDPOINTS:
+            return await self.get_text(path)
+        return await self.get_json(path)
+
     # ------------------------------------------------------------------------------ /info, auth
 
     def _info_candidates(self) -> list[str]:

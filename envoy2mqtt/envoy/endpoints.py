@@ -31,6 +31,9 @@ PROBE_ENDPOINTS: tuple[str, ...] = (
     ENSEMBLE_SECCTRL,
 )
 
+# Answered as text (an HTML page), not JSON: `EnvoyClient.get_body` reads them with `get_text`.
+TEXT_ENDPOINTS: frozenset[str] = frozenset({PRODUCTION_HTML})
+
 # Where production comes from on every firmware from 3.9 on; without either, the probe tries PRODUCTION_HTML.
 JSON_PRODUCTION_ENDPOINTS: tuple[str, ...] = (PRODUCTION_JSON, API_V1_PRODUCTION)
 
