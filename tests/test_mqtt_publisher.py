@@ -444,3 +444,64 @@ async def test_cancelled_run_leaves_offline_retained(mosquitto: Mosquitto) -> No
     assert not publisher.connected.is_set()
     kept = await retained(mosquitto.port, "#")
     assert kept == {topics.bridge_availability: b"offline"}
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+async def test_subscriptions_deliver_with_retain_flag_and_survive_a_broker_restart(
+    mosquitto: Mosquitto,
+) -> None:
+    settings, topics = settings_for(mosquitto.port)
+    publisher = Publisher(settings, topics, initial_backoff=0.05, max_backoff=0.2)
+    seen: list[tuple[str, bytes, bool]] = []
+    command = f"{settings.base_topic}/cmd/+/set"
+    publisher.subscribe(command, lambda m: seen.append((m.topic, m.payload, m.retain)))
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="seed") as seed:
+        # retained before the bridge connects: delivered, flagged retained
+        await seed.publish(f"{settings.base_topic}/cmd/a/set", b"stale", qos=1, retain=True)
+    async with running(publisher):
+        await wait_connected(publisher)
+        await until(lambda: (f"{settings.base_topic}/cmd/a/set", b"stale", True) in seen)
+        async with recorder(mosquitto.port) as rec:
+            await rec.client.publish(f"{settings.base_topic}/cmd/b/set", b"live", qos=1)
+            await rec.client.publish(f"{settings.base_topic}/other", b"ignored", qos=1)
+        await until(lambda: (f"{settings.base_topic}/cmd/b/set", b"live", False) in seen)
+
+        mosquitto.stop()  # persistence is off: the subscription must be made again by us
+        mosquitto.start()
+        await until(lambda: publisher.reconnects >= 1 and publisher.connected.is_set())
+        async with recorder(mosquitto.port) as rec:
+            await rec.client.publish(f"{settings.base_topic}/cmd/c/set", b"again", qos=1)
+        await until(lambda: (f"{settings.base_topic}/cmd/c/set", b"again", False) in seen)
+    assert all(topic != f"{settings.base_topic}/other" for topic, _, _ in seen)
+
+
+async def test_subscribe_while_connected_and_a_failing_handler_keeps_the_connection(
+    mosquitto: Mosquitto,
+) -> None:
+    settings, topics = settings_for(mosquitto.port)
+    publisher = Publisher(settings, topics)
+    seen: list[bytes] = []
+
+    def broken(_message: object) -> None:
+        raise ValueError("handler bug")
+
+    async with running(publisher) as task:
+        await wait_connected(publisher)
+        publisher.subscribe(f"{settings.base_topic}/broken", broken)
+        publisher.subscribe(f"{settings.base_topic}/ok", lambda m: seen.append(m.payload))
+        await asyncio.sleep(0.2)  # the SUBSCRIBE goes out from a task of its own
+        async with recorder(mosquitto.port) as rec:
+            await rec.client.publish(f"{settings.base_topic}/broken", b"1", qos=1)
+            await rec.client.publish(f"{settings.base_topic}/ok", b"2", qos=1)
+        await until(lambda: seen == [b"2"])
+        assert not task.done()
+        assert publisher.reconnects == 0
+        publisher.unsubscribe(f"{settings.base_topic}/ok")
+        await asyncio.sleep(0.2)
+        async with recorder(mosquitto.port) as rec:
+            await rec.client.publish(f"{settings.base_topic}/ok", b"3", qos=1)
+            await rec.client.publish(f"{settings.base_topic}/broken", b"4", qos=1)
+        await asyncio.sleep(0.3)
+    assert seen == [b"2"]

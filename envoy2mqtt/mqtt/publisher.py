@@ -13,6 +13,10 @@ What the publisher guarantees:
   config and last state after a random 1-5 s delay; births in a row share one republish.
 - Lost connections are retried forever with capped, jittered exponential backoff. Only a broker that
   refuses us for good (bad credentials, not authorized) ends ``run()`` with ``MqttError``.
+- ``subscribe()`` registers a handler for a topic filter (command topics, bridge requests); the
+  subscriptions are made again after every (re)connect, and each incoming message reaches every handler
+  whose filter matches, with its retain flag so that handlers can ignore stale retained commands. A
+  handler that raises is logged and never ends the connection.
 """
 
 from __future__ import annotations
@@ -47,6 +51,24 @@ SHUTDOWN_TIMEOUT = 10.0
 # CONNACK reason codes after which retrying cannot help (MQTT 5 numbering; paho maps the 3.1.1 codes
 # 2, 4 and 5 onto 133, 134 and 135): bad client id, bad credentials, not authorized, banned, bad auth method.
 _FATAL_REASON_CODES = frozenset({133, 134, 135, 138, 140})
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A message the broker routed to one of our subscriptions."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+MessageHandler = Callable[[IncomingMessage], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    handler: MessageHandler
+    qos: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +155,33 @@ class Publisher:
         self._stopping = False
         self._running = False
         self._finished = asyncio.Event()
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._subscribing: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- the non-blocking surface
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
+        """Call ``handler`` for every message on ``topic_filter``, on this connection and every later one.
+
+        The handler runs in the listener: it must not block (hand long work to a task of its own).
+        Registering the same filter again replaces its handler.
+        """
+        self._subscriptions[topic_filter] = _Subscription(handler, qos)
+        client = self._client
+        if client is not None and self.connected.is_set():
+            task = asyncio.get_running_loop().create_task(self._subscribe_now(client, topic_filter, qos))
+            self._subscribing.add(task)
+            task.add_done_callback(self._subscribing.discard)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Stop delivering ``topic_filter``; the broker subscription ends with the next reconnect at the latest."""
+        if self._subscriptions.pop(topic_filter, None) is None:
+            return
+        client = self._client
+        if client is not None and self.connected.is_set():
+            task = asyncio.get_running_loop().create_task(self._unsubscribe_now(client, topic_filter))
+            self._subscribing.add(task)
+            task.add_done_callback(self._subscribing.discard)
 
     def publish(self, topic: str, payload: Payload | str | bytes, retain: bool | None = None) -> None:
         """Remember ``payload`` as the last state of ``topic`` and send it now, or after the next connect."""
@@ -274,6 +321,9 @@ class Publisher:
         if self._settings.discovery:
             await client.subscribe(self._topics.ha_status, qos=1)
             _reraise_lost_cancel()
+        for topic_filter, subscription in list(self._subscriptions.items()):
+            await client.subscribe(topic_filter, qos=subscription.qos)
+            _reraise_lost_cancel()
         # Entries left from the last connection are clears only (states are replayed below).
         self._outbox = {t: m for t, m in self._outbox.items() if not m.payload}
         self._client = client
@@ -369,10 +419,36 @@ class Publisher:
             self._wakeup.clear()
             self._drained.set()
 
+    async def _subscribe_now(self, client: aiomqtt.Client, topic_filter: str, qos: int) -> None:
+        try:
+            await client.subscribe(topic_filter, qos=qos)
+        except aiomqtt.MqttError as exc:
+            # the reconnect that follows a lost connection subscribes again
+            log.warning("mqtt subscribe failed", topic=topic_filter, error=str(exc))
+
+    async def _unsubscribe_now(self, client: aiomqtt.Client, topic_filter: str) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.unsubscribe(topic_filter)
+
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            if message.topic.matches(self._topics.ha_status) and message.payload in (ONLINE, "online"):
-                self._home_assistant_born()
+            if message.topic.matches(self._topics.ha_status):
+                if self._settings.discovery and message.payload in (ONLINE, "online"):
+                    self._home_assistant_born()
+                continue
+            self._dispatch(message)
+
+    def _dispatch(self, message: aiomqtt.Message) -> None:
+        raw = message.payload
+        payload = bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode("utf-8")
+        incoming = IncomingMessage(message.topic.value, payload, bool(message.retain))
+        for topic_filter, subscription in list(self._subscriptions.items()):
+            if not message.topic.matches(topic_filter):
+                continue
+            try:
+                subscription.handler(incoming)
+            except Exception:
+                log.exception("mqtt message handler failed", topic=incoming.topic)
 
     def _home_assistant_born(self) -> None:
         self.ha_births += 1
