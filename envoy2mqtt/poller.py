@@ -39,11 +39,13 @@ from .mqtt.discovery import GatewayDescription, battery_config, gateway_config, 
 from .mqtt.publisher import Publisher
 from .mqtt.topics import Topics
 from .normalize import normalize_devices, normalize_meters, normalize_system
+from .retry import RetryPolicy
 from .state import StateFile
 
 log = structlog.get_logger(__name__)
 
 GATEWAY_REPUBLISH_INTERVAL = 300.0
+CONNECT_BACKOFF_INITIAL = 5.0
 CONNECT_BACKOFF_CAP = 300.0
 _NUMBERS = re.compile(r"\d+")
 BREAKER_CAP = 300.0  # while the Envoy keeps failing, try at most this rarely (its ~23:00 reset lasts minutes)
@@ -243,6 +245,14 @@ class EnvoyPoller:
         self._failure_problems: set[str] = set()  # poll failures logged since the last success
         self._error_is_correction = False
         self._last_failure_at: float | None = None
+        # Ticks skipped while the Envoy keeps failing: one system interval, doubling up to BREAKER_CAP
+        # (exact: the ticks themselves already carry the cadence's jitter).
+        self._breaker = RetryPolicy(
+            initial=self.polling.system_interval,
+            cap=max(BREAKER_CAP, self.polling.system_interval),
+            jitter=(1.0, 1.0),
+            clock=clock,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -277,7 +287,7 @@ class EnvoyPoller:
         await self.client.close()
 
     async def _connect_with_backoff(self) -> None:
-        delay = 5.0
+        policy = RetryPolicy(initial=CONNECT_BACKOFF_INITIAL, cap=CONNECT_BACKOFF_CAP, clock=self.clock)
         while True:
             try:
                 await self._connect()
@@ -287,12 +297,11 @@ class EnvoyPoller:
                     # /info answered but authentication failed: publish the reason under the serial
                     self._adopt_info(self.client.info)
                 self._record_failure(exc, "connect")
-                wait = delay * random.uniform(0.8, 1.2)
+                wait = policy.failed()
                 self.log.warning(
                     "envoy not ready, retrying", reason=short_error(exc), retry_in=round(wait, 1)
                 )
                 await self.clock.sleep(wait)
-                delay = min(delay * 2, CONNECT_BACKOFF_CAP)
 
     async def _connect(self) -> None:
         info = await self.client.connect()
@@ -385,9 +394,7 @@ class EnvoyPoller:
         excess = self.failures - self.polling.failures_before_offline
         if excess < 0 or self._last_failure_at is None:
             return False
-        wait: float = min(
-            self.polling.system_interval * 2.0**excess, max(BREAKER_CAP, self.polling.system_interval)
-        )
+        wait = self._breaker.ceiling(excess)
         return self.clock.monotonic() - self._last_failure_at < wait
 
     async def _system_tick(self) -> None:

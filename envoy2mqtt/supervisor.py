@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +24,7 @@ from .metrics import Metrics
 from .mqtt.publisher import Publisher
 from .mqtt.topics import Topics
 from .poller import EnvoyPoller
+from .retry import RetryPolicy
 from .state import ensure_private_dir
 
 log = structlog.get_logger(__name__)
@@ -43,9 +43,9 @@ async def supervise(
     fatal: tuple[type[BaseException], ...] = (),
 ) -> None:
     """Run `factory()` forever: log and restart it with capped, jittered backoff when it raises."""
-    delay = 1.0
+    policy = RetryPolicy(initial=1.0, cap=TASK_RESTART_CAP, clock=clock)
     while True:
-        started = clock.monotonic()
+        policy.started()
         try:
             await factory()
             log.warning("task ended; restarting", task=name)
@@ -54,11 +54,9 @@ async def supervise(
         except fatal:
             raise
         except Exception:
-            log.exception("task crashed; restarting", task=name, retry_in=round(delay, 1))
-        if clock.monotonic() - started > 10 * delay:
-            delay = 1.0  # it ran fine for a while: start the backoff over
-        await clock.sleep(delay * random.uniform(0.8, 1.2))
-        delay = min(delay * 2, TASK_RESTART_CAP)
+            log.exception("task crashed; restarting", task=name, retry_in=round(policy.ceiling(), 1))
+        policy.reset_after_stable(10 * policy.ceiling())  # it ran fine for a while: start over
+        await clock.sleep(policy.failed())
 
 
 class Daemon:

@@ -410,11 +410,13 @@ def test_payload_encoding() -> None:
 def test_backoff_is_capped_and_jittered() -> None:
     settings, topics = settings_for(1883)
     publisher = Publisher(settings, topics, initial_backoff=1.0)
-    delays = [publisher._backoff(n) for n in range(12)]
+    delays = [publisher.backoff.failed() for _ in range(12)]
     assert all(0.5 <= d <= 60.0 for d in delays)
     assert max(delays[8:]) <= 60.0
     assert min(delays[8:]) >= 30.0  # capped: jitter stays within [cap/2, cap]
-    assert len({round(publisher._backoff(10), 6) for _ in range(20)}) > 1  # jittered
+    assert len({round(publisher.backoff.delay(10), 6) for _ in range(20)}) > 1  # jittered
+    publisher.backoff.succeeded()
+    assert publisher.backoff.failed() <= 1.0  # a connection starts the backoff over
 
 
 async def test_on_connect_failure_does_not_break_the_connection(mosquitto: Mosquitto) -> None:

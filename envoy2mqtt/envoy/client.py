@@ -10,7 +10,6 @@ truncated JSON raise, they are never returned as data.
 from __future__ import annotations
 
 import json
-import random
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from envoy2mqtt.errors import (
 )
 from envoy2mqtt.logging import register_secret
 from envoy2mqtt.model import EnvoyInfo, Features
+from envoy2mqtt.retry import RetryPolicy
 
 from . import endpoints
 from .auth.cloud import CloudClient
@@ -124,6 +124,10 @@ class EnvoyClient:
         self._session: aiohttp.ClientSession | None = None
         self._cloud: CloudClient | None = None
         self._queue = RequestQueue()
+        # Between the attempts of one request (the attempt number is the request's own, not shared).
+        self._retry = RetryPolicy(
+            initial=RETRY_BASE_DELAY, cap=RETRY_MAX_DELAY, jitter=(0.5, 1.5), clock=clock
+        )
         self._legacy: LegacyCredentials | None = None
         self._digest: aiohttp.DigestAuthMiddleware | None = None
         self._legacy_status = AuthStatus()
@@ -200,8 +204,7 @@ class EnvoyClient:
             raise EnvoyUnreachable(f"{self.settings.label}: GET {url}: {_describe(exc)}") from exc
 
     async def _retry_pause(self, attempt: int) -> None:
-        delay = min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-        await self.clock.sleep(delay)
+        await self.clock.sleep(self._retry.delay(attempt - 1))
 
     async def _request(
         self, url: str, headers: Mapping[str, str] | None = None, attempts: int = MAX_ATTEMPTS

@@ -39,6 +39,7 @@ from envoy2mqtt.config import MqttSettings
 from envoy2mqtt.errors import MqttError
 from envoy2mqtt.model import Payload
 from envoy2mqtt.mqtt.topics import Topics
+from envoy2mqtt.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -129,8 +130,8 @@ class Publisher:
         self._topics = topics
         self._clock = clock
         self._on_connect = on_connect
-        self._initial_backoff = initial_backoff
-        self._max_backoff = max_backoff
+        # Reconnect waits: half to all of initial × 2^n, capped (a broker restart brings every client back).
+        self.backoff = RetryPolicy(initial=initial_backoff, cap=max_backoff, jitter=(0.5, 1.0), clock=clock)
         self._ha_birth_delay = ha_birth_delay
         self._client_id = settings.client_id or f"envoy2mqtt-{secrets.token_hex(4)}"
         self._tls = _tls_context(settings)
@@ -233,7 +234,6 @@ class Publisher:
             raise RuntimeError("Publisher.run() is already running")
         self._running = True
         self._finished.clear()
-        failures = 0
         ever_connected = False
         try:
             while not self._stop_requested():
@@ -243,7 +243,7 @@ class Publisher:
                         if ever_connected:
                             self.reconnects += 1
                         ever_connected = True
-                        failures = 0
+                        self.backoff.succeeded()
                         log.info(
                             "mqtt connected",
                             host=self._settings.host,
@@ -265,9 +265,8 @@ class Publisher:
                     self._connection_lost(exc)
                 if self._stop_requested():
                     break
-                delay = self._backoff(failures)
-                failures += 1
-                log.info("mqtt reconnecting", delay=round(delay, 2), attempt=failures)
+                delay = self.backoff.failed()
+                log.info("mqtt reconnecting", delay=round(delay, 2), attempt=self.backoff.failures)
                 await self._sleep_unless_stopped(delay)
         finally:
             self._disconnected()
@@ -379,10 +378,6 @@ class Publisher:
         if self._birth_task is not None:
             self._birth_task.cancel()
             self._birth_task = None
-
-    def _backoff(self, failures: int) -> float:
-        ceiling = min(self._max_backoff, self._initial_backoff * (2**failures))
-        return random.uniform(ceiling / 2, ceiling)
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))

@@ -19,6 +19,7 @@ from envoy2mqtt.config import CloudSettings, EnvoySettings, TokenSettings
 from envoy2mqtt.envoy.queue import RequestQueue
 from envoy2mqtt.errors import EnvoyAuthError, TokenError, TokenRefreshError, TokenRejected
 from envoy2mqtt.logging import register_secret
+from envoy2mqtt.retry import RetryPolicy
 
 from .cloud import CloudClient
 from .status import AuthStatus
@@ -66,9 +67,21 @@ class TokenManager:
         self._rechecked = False
         self._refreshed = False
         self._unauthenticated = False
-        self._auth_failures = 0
+        # Waits between 401 episodes' steps and between cloud attempts: exact, since the user is told
+        # "next attempt in N s" (no jitter), doubling from BACKOFF_BASE up to token.max_backoff.
+        self._auth_backoff = RetryPolicy(
+            initial=min(BACKOFF_BASE, settings.max_backoff),
+            cap=settings.max_backoff,
+            jitter=(1.0, 1.0),
+            clock=clock,
+        )
         self._auth_retry_at = 0.0  # monotonic
-        self._cloud_failures = 0
+        self._cloud_backoff = RetryPolicy(
+            initial=min(BACKOFF_BASE, settings.max_backoff),
+            cap=settings.max_backoff,
+            jitter=(1.0, 1.0),
+            clock=clock,
+        )
         self._cloud_retry_at = 0.0  # monotonic
         self._cloud_error: str | None = None
         self._reason: str | None = None
@@ -120,11 +133,11 @@ class TokenManager:
     def note_success(self) -> None:
         """A data request succeeded with the current token: the 401 episode is over."""
         self._validated = True  # the Envoy just accepted it
-        if self._unauthenticated or self._auth_failures or self._rechecked or self._refreshed:
+        if self._unauthenticated or self._auth_backoff.failures or self._rechecked or self._refreshed:
             if self._unauthenticated:
                 self._log.info("envoy_authenticated_again")
             self._unauthenticated = False
-            self._auth_failures = 0
+            self._auth_backoff.succeeded()
             self._auth_retry_at = 0.0
             self._rechecked = False
             self._refreshed = False
@@ -134,9 +147,6 @@ class TokenManager:
         if claims.token_type == "installer":
             return self.settings.installer_refresh_minutes_before_expiry * 60.0
         return self.settings.refresh_days_before_expiry * 86400.0
-
-    def _delay(self, failures: int) -> float:
-        return float(min(self.settings.max_backoff, BACKOFF_BASE * 2 ** max(0, failures - 1)))
 
     async def _check(self, token: str, validate: Validator | None = None) -> bool:
         check = validate or self._validate
@@ -165,8 +175,7 @@ class TokenManager:
 
     def _mark_unauthenticated(self, reason: str) -> EnvoyAuthError:
         self._unauthenticated = True
-        self._auth_failures += 1
-        delay = self._delay(self._auth_failures)
+        delay = self._auth_backoff.failed()
         self._auth_retry_at = self.clock.monotonic() + delay
         self._reason = reason
         self._log.error("envoy_unauthenticated", reason=reason, retry_in_seconds=delay)
@@ -315,8 +324,7 @@ class TokenManager:
             if not await self._check(token, validate):
                 raise TokenRejected("the Envoy rejected the new token from the Enphase cloud (check_jwt)")
         except TokenError as exc:
-            self._cloud_failures += 1
-            delay = self._delay(self._cloud_failures)
+            delay = self._cloud_backoff.failed()
             self._cloud_retry_at = self.clock.monotonic() + delay
             self._cloud_error = str(exc)
             self._log.warning(
@@ -326,7 +334,7 @@ class TokenManager:
                 retry_in_seconds=delay,
             )
             raise
-        self._cloud_failures = 0
+        self._cloud_backoff.succeeded()
         self._cloud_retry_at = 0.0
         self._cloud_error = None
         self._adopt(token, claims, "cloud", save=True)
