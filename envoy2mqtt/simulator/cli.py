@@ -36,6 +36,14 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--time-scale", type=float, default=1.0, help="live mode: simulated seconds per real second"
     )
+    parser.add_argument(
+        "--enpower",
+        action="store_true",
+        help="generated site: add an IQ System Controller (relay, dry contacts)",
+    )
+    parser.add_argument(
+        "--relay-seconds", type=float, default=0.0, help="seconds the grid relay takes to follow a write"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -50,6 +58,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         token_lifetime=args.token_lifetime,
         token_type=args.token_type,
         time_scale=args.time_scale,
+        enpower=args.enpower,
+        relay_seconds=args.relay_seconds,
     )
 
 

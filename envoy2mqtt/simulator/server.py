@@ -9,7 +9,11 @@ Control (no auth, loopback peers only), on the Envoy port:
   POST /__sim/faults  {"fault": "unauthorized"|"server_error"|"slow"|"malformed"|"drop"|"offline"|"clear",
                        "count": N (optional), "seconds": S (slow delay; offline: come back after S),
                        "status": 5xx (server_error)}
-  GET  /__sim/stats   {"requests": {path?query: n}, "cloud_calls": {...}, "faults": {...}}
+  GET  /__sim/stats   {"requests": {path?query: n}, "cloud_calls": {...}, "faults": {...},
+                       "writes": [{"method", "path", "body", "status", "token_type"}], "controls": {...}}
+  POST /__sim/controls {"behaviour": "applied"|"ignored"|"revert"|"reject", "controls": [...],
+                        "revert_seconds": S, "reject_status": 4xx, "relay_seconds": S,
+                        "dry_contact_settle_seconds": S, "opt_schedules": bool}  (simulator/controls.py)
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from envoy2mqtt.errors import ConfigError
 from envoy2mqtt.simulator.capture import CaptureSource
 from envoy2mqtt.simulator.certs import generate_tls_material
 from envoy2mqtt.simulator.cloud import ENLIGHTEN_PASSWORD, ENLIGHTEN_USERNAME, CloudControl, FakeCloud
+from envoy2mqtt.simulator.controls import SiteControls
 from envoy2mqtt.simulator.digest import DigestVerifier
 from envoy2mqtt.simulator.faults import FaultController
 from envoy2mqtt.simulator.responses import (
@@ -84,6 +89,10 @@ class SimulatorConfig:
     serial: str | None = None  # override the serial (generated sites); captures use /info's
     legacy_password: str | None = None  # override the `envoy` user's password (default last 6 of serial)
     time_scale: float = 1.0  # live mode: simulated seconds per real second
+    enpower: bool = False  # generated sites: an IQ System Controller (grid relay, dry contacts)
+    relay_seconds: float = 0.0  # how long the grid relay takes to follow a write
+    dry_contact_settle_seconds: float = 0.0  # dry contacts read "open" this long after a write
+    opt_schedules: bool = False  # the tariff's opt_schedules: mode writes answered 200 and ignored
 
 
 def firmware_version(software: str) -> tuple[int, ...]:
@@ -121,7 +130,9 @@ def _build_source(config: SimulatorConfig, time: SimulatedTime) -> EnvoySource:
         raise ConfigError(
             f"unknown simulator profile {config.profile!r}; choose one of {', '.join(PROFILES)}"
         )
-    return GeneratedSite(config.profile, time, inverters=config.scale, serial=config.serial)
+    return GeneratedSite(
+        config.profile, time, inverters=config.scale, serial=config.serial, enpower=config.enpower
+    )
 
 
 class Simulator:
@@ -162,6 +173,7 @@ class Simulator:
         self._envoy_port = 0
         self._pending_listen: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.controls: SiteControls | None = None
 
     # ------------------------------------------------------------------------------------------ life
 
@@ -184,6 +196,15 @@ class Simulator:
         self.serial = self._source.serial
         self.firmware = self._source.firmware
         self.token_auth = firmware_version(self.firmware) >= TOKEN_FIRMWARE
+        if isinstance(self._source, GeneratedSite) and self._source.profile.ensemble:
+            self.controls = SiteControls(
+                batteries=self._source.profile.iq_batteries > 0,
+                enpower=config.enpower,
+                clock=self.clock,
+                relay_seconds=config.relay_seconds,
+                dry_contact_settle_seconds=config.dry_contact_settle_seconds,
+                opt_schedules=config.opt_schedules,
+            )
         self._tmp = Path(tempfile.mkdtemp(prefix="envoy2mqtt-sim-"))
         tls = generate_tls_material(self._tmp, [config.host])
         self.ca_file = tls.ca_file
@@ -365,26 +386,42 @@ class Simulator:
                 status=status, body=SERVER_ERROR_HTML.format(status=status).encode(), content_type=HTML_TYPE
             )
 
+        token_type: str | None = None
         if self.token_auth:
             if path == CHECK_JWT:
                 return self._check_jwt(request)
-            if path not in _TOKEN_OPEN_PATHS and not self._token_ok(request):
+            if path not in _TOKEN_OPEN_PATHS:
+                token_type = self._token_type(request)
+                if token_type is None:
+                    return self._unauthorized()
+        elif self._legacy_protected(path):
+            user = self._digest_user(request)
+            if user is None:
                 return self._unauthorized()
-        elif self._legacy_protected(path) and not self._digest_ok(request):
-            return self._unauthorized()
+            token_type = "installer" if user == "installer" else "owner"
 
+        if self.controls is not None and self.controls.handles(path):
+            body = await request.read() if request.method != "GET" else b""
+            answer = self.controls.respond(request.method, path, body, token_type)
+            return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
         assert self._source is not None
         answer = self._source.respond(path, request.query_string)
         if decision.malformed and answer.status == 200:
             answer = _truncated(answer)
         return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
 
-    def _token_ok(self, request: web.Request) -> bool:
+    def _token_type(self, request: web.Request) -> str | None:
+        """The `enphaseUser` of the request's token or session; None when neither is valid."""
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token.strip() and self._tokens.validate(token.strip()) is not None:
-            return True
-        return self._tokens.use_session(request.cookies.get(SESSION_COOKIE))
+        if scheme.lower() == "bearer" and token.strip():
+            claims = self._tokens.validate(token.strip())
+            if claims is not None:
+                return str(claims.get("enphaseUser") or "owner")
+        session = request.cookies.get(SESSION_COOKIE)
+        if self._tokens.use_session(session):
+            return self._tokens.session_type(session)
+        return None
 
     def _check_jwt(self, request: web.Request) -> web.Response:
         header = request.headers.get("Authorization", "")
@@ -392,17 +429,18 @@ class Simulator:
         if scheme.lower() != "bearer" or self._tokens.validate(token.strip()) is None:
             return self._unauthorized()
         response = web.Response(body=VALID_TOKEN_HTML.encode(), content_type=HTML_TYPE)
-        response.set_cookie(SESSION_COOKIE, self._tokens.open_session(), path="/", secure=True, httponly=True)
+        claims = self._tokens.validate(token.strip()) or {}
+        session = self._tokens.open_session(str(claims.get("enphaseUser") or "owner"))
+        response.set_cookie(SESSION_COOKIE, session, path="/", secure=True, httponly=True)
         return response
 
     @staticmethod
     def _legacy_protected(path: str) -> bool:
         return path in _LEGACY_PROTECTED_PATHS or path.startswith(_LEGACY_PROTECTED_PREFIXES)
 
-    def _digest_ok(self, request: web.Request) -> bool:
+    def _digest_user(self, request: web.Request) -> str | None:
         assert self._digest is not None
-        user = self._digest.verify(request.method, request.path_qs, request.headers.get("Authorization"))
-        return user is not None
+        return self._digest.verify(request.method, request.path_qs, request.headers.get("Authorization"))
 
     def _unauthorized(self) -> web.Response:
         if self.token_auth:
@@ -435,8 +473,32 @@ class Simulator:
                     "faults": self.faults.snapshot(),
                     "serial": self.serial,
                     "firmware": self.firmware,
+                    "writes": [
+                        {
+                            "method": w.method,
+                            "path": w.path,
+                            "body": w.body,
+                            "status": w.status,
+                            "token_type": w.token_type,
+                        }
+                        for w in (self.controls.writes if self.controls is not None else [])
+                    ],
+                    "controls": self.controls.snapshot() if self.controls is not None else None,
                 }
             )
+        if request.path == "/__sim/controls" and request.method == "POST":
+            if self.controls is None:
+                return web.json_response(
+                    {"error": "this simulated Envoy has no writable settings"}, status=404
+                )
+            try:
+                body = json.loads(await request.text())
+                if not isinstance(body, dict):
+                    raise ValueError("body must be a JSON object")
+                self.controls.configure(body)
+            except (ValueError, TypeError) as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response({"ok": True, "controls": self.controls.snapshot()})
         if request.path == "/__sim/faults" and request.method == "POST":
             try:
                 body = json.loads(await request.text())

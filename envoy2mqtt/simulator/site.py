@@ -366,11 +366,20 @@ class GeneratedSite:
     """An `EnvoySource` answering from a `SiteModel` in the response shapes of the profile's firmware."""
 
     def __init__(
-        self, profile: str, time: SimulatedTime, inverters: int | None = None, serial: str | None = None
+        self,
+        profile: str,
+        time: SimulatedTime,
+        inverters: int | None = None,
+        serial: str | None = None,
+        *,
+        enpower: bool = False,
     ) -> None:
         if profile not in PROFILES:
             raise ConfigError(f"unknown simulator profile {profile!r}; choose one of {', '.join(PROFILES)}")
         self.profile = PROFILES[profile]
+        # An IQ System Controller (Enpower) in /ivp/ensemble/inventory; its relay and dry contacts are
+        # served by simulator/controls.py.
+        self.enpower = enpower and self.profile.ensemble
         self._serial = serial or self.profile.serial
         self._time = time
         # A static site is frozen at half past noon of the start day, so it shows sun and load.
@@ -900,6 +909,38 @@ class GeneratedSite:
     # --- batteries ---------------------------------------------------------------------------------
 
     def _ensemble_inventory(self, now: float) -> list[dict[str, Any]]:
+        groups = self._encharge_group(now)
+        if self.enpower:
+            groups.append(self._enpower_group(now))
+        return groups
+
+    def _enpower_group(self, now: float) -> dict[str, Any]:
+        installed = int(self.model.t) - 2 * 365 * 86400
+        device = {
+            "part_num": "860-00276-r28",
+            "serial_num": f"4822{self.profile.serial_code}00001",
+            "installed": installed,
+            "device_status": ["envoy.global.ok"],
+            "last_rpt_date": int(now) - 30,
+            "admin_state": 24,
+            "admin_state_str": "ENPWR_STATE_OPER_CLOSED",
+            "created_date": installed,
+            "img_load_date": installed,
+            "img_pnum_running": "1.2.2064_release/20.34",
+            "communicating": True,
+            "temperature": 26,
+            "comm_level_sub_ghz": 5,
+            "comm_level_2_4_ghz": 5,
+            "mains_admin_state": "closed",
+            "mains_oper_state": "closed",
+            "Enpwr_grid_mode": "multimode-ongrid",
+            "Enchg_grid_mode": "multimode-ongrid",
+            "Enpwr_relay_state_bm": 112,
+            "Enpwr_curr_state_id": 16,
+        }
+        return {"type": "ENPOWER", "devices": [device]}
+
+    def _encharge_group(self, now: float) -> list[dict[str, Any]]:
         profile = self.profile
         if not profile.iq_batteries:
             return []

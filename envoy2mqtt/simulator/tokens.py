@@ -23,6 +23,7 @@ class TokenAuthority:
         self._clock = clock
         self._secret = secrets.token_bytes(32)
         self._sessions: dict[str, float] = {}  # sessionId -> wall time of last use
+        self._session_types: dict[str, str] = {}  # sessionId -> the token type that opened it
 
     def issue(
         self,
@@ -61,15 +62,23 @@ class TokenAuthority:
             return None
         return claims
 
-    def open_session(self) -> str:
+    def open_session(self, token_type: str = "owner") -> str:
         now = self._clock.time()
         if len(self._sessions) >= _MAX_SESSIONS:
             self._sessions = {
                 sid: used for sid, used in self._sessions.items() if now - used < SESSION_IDLE_SECONDS
             }
+            self._session_types = {
+                sid: kind for sid, kind in self._session_types.items() if sid in self._sessions
+            }
         session_id = secrets.token_hex(16)
         self._sessions[session_id] = now
+        self._session_types[session_id] = token_type
         return session_id
+
+    def session_type(self, session_id: str | None) -> str:
+        """The token type (owner or installer) of the token that opened this session."""
+        return self._session_types.get(session_id or "", "owner")
 
     def use_session(self, session_id: str | None) -> bool:
         """True (and the idle timer restarts) when the session was used within the last 10 minutes."""
@@ -86,3 +95,4 @@ class TokenAuthority:
     def drop_sessions(self) -> None:
         """What an Envoy reboot does: every cookie becomes invalid."""
         self._sessions.clear()
+        self._session_types.clear()
