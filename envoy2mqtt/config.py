@@ -156,6 +156,9 @@ class EnvoySettings(_Section):
     enlighten_password: SecretStr = SecretStr("")
     cert_fingerprint: str = ""  # optional SHA-256 of the Envoy's certificate (hex, colons allowed)
     timezone: str = ""  # the Envoy's local timezone; read from /home when empty
+    controls: bool = False  # accept commands from MQTT / Home Assistant (README "Controls")
+    allow_grid_relay: bool = False  # also the grid relay (can take the house off grid); needs controls
+    opt_schedules_off: bool = False  # a storage mode write also sets opt_schedules false (8.2.42xx+)
 
     @field_validator("host")
     @classmethod
@@ -179,6 +182,12 @@ class EnvoySettings(_Section):
     @classmethod
     def _username(cls, value: str) -> str:
         return value.strip()
+
+    @model_validator(mode="after")
+    def _relay_needs_controls(self) -> EnvoySettings:
+        if self.allow_grid_relay and not self.controls:
+            raise ValueError("allow_grid_relay = true needs controls = true in the same [[envoy]] table")
+        return self
 
     @property
     def base_urls(self) -> tuple[str, ...]:
@@ -207,6 +216,19 @@ class HealthSettings(_Section):
     port: int = Field(8080, ge=1, le=65535)
 
 
+class ControlSettings(_Section):
+    """Timing of the controls (README "Controls"); the same for every Envoy."""
+
+    min_gap: float = Field(5, ge=0.2, le=600, description="seconds between two writes to one Envoy")
+    readback_timeout: float = Field(60, ge=1, le=600, description="seconds to wait for a setting to show")
+    relay_readback_timeout: float = Field(60, ge=1, le=600, description="the same for the grid relay")
+    dry_contact_readback_timeout: float = Field(120, ge=1, le=600, description="dry contacts settle slowly")
+    readback_interval: float = Field(3, ge=0.2, le=60, description="seconds between two read-backs")
+    watch_duration: float = Field(300, ge=0, le=3600, description="seconds to watch for a revert")
+    watch_interval: float = Field(30, ge=0.2, le=600, description="seconds between two revert checks")
+    refresh_interval: float = Field(300, ge=1, le=86400, description="re-read every control this often")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -222,6 +244,7 @@ class Settings(BaseSettings):
     token: TokenSettings = TokenSettings()
     logging: LoggingSettings = LoggingSettings()
     health: HealthSettings = HealthSettings()
+    controls: ControlSettings = ControlSettings()
     envoy: list[EnvoySettings] = Field(default_factory=list)
 
     _toml_path: ClassVar[Path | None] = None

@@ -39,6 +39,10 @@ class EnvoyNotFound(EnvoyHttpError):
     """The endpoint does not exist on this firmware (404, HTML page-not-found, {"error": ...})."""
 
 
+class EnvoyWriteRefused(EnvoyHttpError):
+    """A write the Envoy answered with 4xx: not carried out (401/403: these credentials may not)."""
+
+
 class BadEnvoyData(EnvoyError):
     """The Envoy answered 200 but the body is not the data we asked for (HTML, truncated JSON...)."""
 

@@ -18,6 +18,7 @@ import structlog
 
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Settings
+from .controls.service import EnvoyControls, retire_controls
 from .errors import MqttError
 from .health import HealthServer
 from .metrics import Metrics
@@ -79,6 +80,20 @@ class Daemon:
             )
             for index, envoy in enumerate(settings.envoy)
         ]
+        self.controls = {
+            poller.envoy.label: EnvoyControls(
+                poller.envoy,
+                settings.controls,
+                poller.client,
+                self.publisher,
+                self.topics,
+                clock,
+                discovery=settings.mqtt.discovery,
+                qos=settings.mqtt.qos,
+            )
+            for poller in self.pollers
+            if poller.envoy.controls
+        }
         self.health: HealthServer | None = (
             HealthServer(settings.health, self.metrics, self.readiness) if settings.health.enabled else None
         )
@@ -111,6 +126,29 @@ class Daemon:
             self._sync_metrics()
             await self.clock.sleep(5)
 
+    async def _controls(self, poller: EnvoyPoller) -> None:
+        """Once the Envoy is connected and probed: its controls (README "Controls"), or with controls
+        off, the removal of any control entity an earlier run announced."""
+        while poller.features is None or poller.envoy_id is None or poller.info is None:
+            await self.clock.sleep(0.5)
+        envoy_id, features, info = poller.envoy_id, poller.features, poller.info
+        controls = self.controls.get(poller.envoy.label)
+        if controls is None:
+            if self.settings.mqtt.discovery:
+                retire_controls(self.publisher, self.topics, envoy_id)
+            return
+
+        async def run_controls() -> None:
+            await controls.run(
+                envoy_id,
+                features,
+                poller.gateway_description(),
+                auth_mode=info.auth_mode,
+                token_type=poller.client.auth_status.token_type,
+            )
+
+        await supervise(f"controls {poller.envoy.label}", run_controls, self.clock)
+
     async def run(self) -> int:
         ensure_private_dir(self.settings.state_dir)
         if self.health is not None:
@@ -124,6 +162,8 @@ class Daemon:
                         supervise(f"envoy {poller.envoy.label}", poller.run, self.clock),
                         name=f"envoy {poller.envoy.label}",
                     )
+                for poller in self.pollers:
+                    group.create_task(self._controls(poller), name=f"controls {poller.envoy.label}")
                 group.create_task(supervise("metrics", self._metrics_loop, self.clock))
                 stop_task = group.create_task(self._stop.wait(), name="stop")
                 done, _ = await asyncio.wait({mqtt_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

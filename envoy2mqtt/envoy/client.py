@@ -28,6 +28,7 @@ from envoy2mqtt.errors import (
     EnvoyHttpError,
     EnvoyNotFound,
     EnvoyUnreachable,
+    EnvoyWriteRefused,
     TokenError,
 )
 from envoy2mqtt.logging import register_secret
@@ -180,12 +181,18 @@ class EnvoyClient:
 
     # ------------------------------------------------------------------------------ transport
 
-    async def _send_once(self, url: str, headers: Mapping[str, str] | None) -> _Reply:
+    async def _send_once(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None,
+        method: str = "GET",
+        body: bytes | None = None,
+    ) -> _Reply:
         session = self._get_session()
         middlewares = (self._digest,) if self._digest is not None else ()
         try:
-            async with session.get(
-                url, headers=headers, allow_redirects=False, middlewares=middlewares
+            async with session.request(
+                method, url, headers=headers, data=body, allow_redirects=False, middlewares=middlewares
             ) as response:
                 body = await response.read()
                 return _Reply(
@@ -201,7 +208,7 @@ class EnvoyClient:
                 "got a new certificate (firmware update, replacement), update envoy.cert_fingerprint"
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise EnvoyUnreachable(f"{self.settings.label}: GET {url}: {_describe(exc)}") from exc
+            raise EnvoyUnreachable(f"{self.settings.label}: {method} {url}: {_describe(exc)}") from exc
 
     async def _retry_pause(self, attempt: int) -> None:
         await self.clock.sleep(self._retry.delay(attempt - 1))
@@ -355,6 +362,41 @@ class EnvoyClient:
         if path in endpoints.TEXT_ENDPOINTS:
             return await self.get_text(path)
         return await self.get_json(path)
+
+    async def write_json(self, method: str, path: str, document: Any) -> Any:
+        """One write (PUT or POST of a JSON document), through the same queue and authentication.
+
+        Never retried: a connection error or a 5xx leaves it unknown whether the Envoy carried the write
+        out, so the caller reads the setting back instead. 4xx (401/403 included: an owner token on an
+        installer endpoint) raise `EnvoyWriteRefused`. Returns the parsed answer, None when it is empty
+        or not JSON (some endpoints answer 200 with nothing).
+        """
+        if method not in ("PUT", "POST"):
+            raise ValueError(f"write_json takes PUT or POST, not {method}")
+        base = self._require_base()
+        body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+        async with self._queue.slot():
+            headers = {"Content-Type": "application/json"}
+            manager = self.token_manager
+            if manager is not None:
+                try:
+                    token = await manager.get_token()
+                except TokenError as exc:
+                    raise EnvoyAuthError(self._no_token_reason(manager, exc)) from exc
+                headers["Authorization"] = f"Bearer {token}"
+            reply = await self._send_once(base + path, headers, method, body)
+        if 400 <= reply.status < 500:
+            raise EnvoyWriteRefused(
+                f"{self.settings.label}: {method} {path} answered HTTP {reply.status}", reply.status
+            )
+        if reply.status >= 300:
+            raise EnvoyHttpError(
+                f"{self.settings.label}: {method} {path} answered HTTP {reply.status}", reply.status
+            )
+        try:
+            return json.loads(reply.text) if reply.text.strip() else None
+        except ValueError:
+            return None
 
     # ------------------------------------------------------------------------------ /info, auth
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import envoy2mqtt
+from envoy2mqtt.controls.catalog import ControlSpec
 from envoy2mqtt.entities import BATTERY, GATEWAY, INVERTER, METER, METER_LABELS, SYSTEM, Entity
 from envoy2mqtt.model import PHASE_NAMES, Payload
 from envoy2mqtt.mqtt.topics import Topics, sanitize_segment
@@ -85,7 +86,64 @@ def gateway_config(
         prefix = f"{sanitize_segment(ct_type).replace('-', '_')}_ct_"
         add(METER, meters[ct_type], topics.meter(gw.serial, ct_type), system_expiry, label, prefix)
 
-    device: Payload = {
+    return _document(topics, gw, _gateway_device(gw), components, qos)
+
+
+def controls_config_id(serial: str) -> str:
+    """The discovery object id of a gateway's controls: a document of its own on the same device."""
+    return f"{device_id(serial)}_controls"
+
+
+def controls_config(
+    topics: Topics, gw: GatewayDescription, controls: Iterable[ControlSpec], *, qos: int = 1
+) -> Payload:
+    """The controls of one gateway (select, number, switch), on the gateway's device.
+
+    `optimistic: false`: an entity changes only when the state topic (read back from the Envoy) says
+    so. Commands are never retained (a stale retained command would act at every restart).
+    """
+    serial = sanitize_segment(gw.serial)
+    state_topic = topics.control_state(gw.serial)
+    components: dict[str, Payload] = {}
+    for spec in controls:
+        value = f"value_json.{spec.name}"
+        component: dict[str, Any] = {
+            "platform": spec.platform,
+            "name": spec.label,
+            "command_topic": topics.control_command(gw.serial, spec.name),
+            "state_topic": state_topic,
+            # null (not read yet) is "None", Home Assistant's unknown
+            "value_template": f"{{% if {value} is none %}}None{{% else %}}{{{{ {value} }}}}{{% endif %}}",
+            "optimistic": False,
+            "retain": False,
+            "entity_category": "config",
+        }
+        if spec.platform == "select":
+            component["options"] = list(spec.options)
+        elif spec.platform == "switch":
+            component |= {"payload_on": "ON", "payload_off": "OFF", "state_on": "ON", "state_off": "OFF"}
+            component["device_class"] = "switch"
+        else:
+            component |= {"min": spec.minimum, "max": spec.maximum, "step": spec.step, "mode": "box"}
+            if spec.off_allowed:
+                # "OFF" (no limit) has no place on a number entity: it reads as unknown there
+                component["value_template"] = (
+                    f"{{% if {value} is number %}}{{{{ {value} }}}}{{% else %}}None{{% endif %}}"
+                )
+        if spec.unit is not None:
+            component["unit_of_measurement"] = spec.unit
+        if spec.device_class is not None:
+            component["device_class"] = spec.device_class
+        if spec.icon is not None:
+            component["icon"] = spec.icon
+        unique_id = f"{ID_PREFIX}_{serial}_control_{spec.name}"
+        entity_id = f"{spec.platform}.{_object_id(f'envoy_{serial}_{spec.name}')}"
+        components[f"control_{spec.name}"] = _identified(component, unique_id, entity_id)
+    return _document(topics, gw, _gateway_device(gw), components, qos)
+
+
+def _gateway_device(gw: GatewayDescription) -> Payload:
+    return {
         "identifiers": [device_id(gw.serial)],
         "name": gw.name,
         "manufacturer": MANUFACTURER,
@@ -95,7 +153,6 @@ def gateway_config(
         "sw_version": gw.firmware,
         "configuration_url": gw.configuration_url,
     }
-    return _document(topics, gw, device, components, qos)
 
 
 def inverter_config(

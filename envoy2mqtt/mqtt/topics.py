@@ -50,6 +50,16 @@ class Topics:
     def meter(self, envoy: str, ct_type: str) -> str:
         return f"{self._envoy(envoy)}/meter/{sanitize_segment(ct_type)}"
 
+    def control_state(self, envoy: str) -> str:
+        return f"{self._envoy(envoy)}/control"
+
+    def control_command(self, envoy: str, control: str) -> str:
+        return f"{self._envoy(envoy)}/control/{sanitize_segment(control)}/set"
+
+    def control_commands(self, envoy: str) -> str:
+        """The subscription filter for every control command of one Envoy."""
+        return f"{self._envoy(envoy)}/control/+/set"
+
     def device_config(self, device_id: str) -> str:
         return f"{self.discovery_prefix}/device/{sanitize_segment(device_id)}/config"
 

@@ -49,6 +49,17 @@ BINARY_SENSOR_DEVICE_CLASSES = frozenset(
     }
 )  # fmt: skip
 
+NUMBER_DEVICE_CLASSES = SENSOR_DEVICE_CLASSES - {"timestamp", "date", "enum"}
+SWITCH_DEVICE_CLASSES = frozenset({"outlet", "switch"})
+NUMBER_MODES = frozenset({"auto", "box", "slider"})
+# Options of a read-only sensor that the controllable platforms do not take (Home Assistant drops them).
+_CONTROL_ONLY_NOT = (
+    "expire_after",
+    "state_class",
+    "last_reset_value_template",
+    "suggested_display_precision",
+)
+
 STATE_CLASSES = frozenset({"measurement", "measurement_angle", "total", "total_increasing"})
 
 _ENERGY_UNITS = frozenset(
@@ -141,6 +152,11 @@ ABBREVIATIONS = {
     "obj_id": "object_id",
     "off_dly": "off_delay",
     "ops": "options",
+    "opt": "optimistic",
+    "ret": "retain",
+    "mode": "mode",
+    "stat_on": "state_on",
+    "stat_off": "state_off",
     "p": "platform",
     "pl_avail": "payload_available",
     "pl_not_avail": "payload_not_available",
@@ -351,7 +367,67 @@ def _check_component(own: Mapping[str, Any], config: Mapping[str, Any]) -> list[
         errors += _check_sensor(config)
     elif platform == "binary_sensor":
         errors += _check_binary_sensor(config)
+    elif platform in ("select", "number", "switch"):
+        errors += _check_control(platform, config)
     return errors
+
+
+def _check_control(platform: str, config: Mapping[str, Any]) -> list[str]:
+    """select, number, switch: a command topic, no optimism without saying so, valid options and ranges."""
+    errors: list[str] = []
+    if not config.get("command_topic"):
+        errors.append(f"command_topic is required for a {platform}")
+    for key in ("optimistic", "retain"):
+        if key in config and not isinstance(config[key], bool):
+            errors.append(f"{key} must be true or false")
+    if config.get("optimistic") is not True and not config.get("state_topic"):
+        errors.append("without state_topic the entity is optimistic: give a state_topic or optimistic: true")
+    for key in _CONTROL_ONLY_NOT:
+        if key in config:
+            errors.append(f"{key} is not a {platform} option (Home Assistant drops it)")
+    device_class = config.get("device_class")
+    unit = config.get("unit_of_measurement")
+    if platform == "select":
+        options = config.get("options")
+        if not isinstance(options, list) or not options or not all(isinstance(o, str) for o in options):
+            errors.append("a select needs options: a non-empty list of strings")
+        elif len(set(options)) != len(options):
+            errors.append("select options must be distinct")
+        if device_class is not None or unit is not None:
+            errors.append("a select takes no device_class or unit_of_measurement")
+    elif platform == "switch":
+        if device_class is not None and device_class not in SWITCH_DEVICE_CLASSES:
+            errors.append(f"device_class {device_class!r} is not a switch device class (outlet, switch)")
+        for key in ("payload_on", "payload_off", "state_on", "state_off"):
+            if key in config and not isinstance(config[key], str):
+                errors.append(f"{key} must be a string")
+        if "unit_of_measurement" in config or "options" in config:
+            errors.append("a switch takes no unit_of_measurement or options")
+    else:
+        low, high, step = config.get("min", 1), config.get("max", 100), config.get("step", 1)
+        if not all(_is_number(v) for v in (low, high, step)):
+            errors.append("min, max and step must be numbers")
+        else:
+            if low >= high:
+                errors.append(f"min {low} must be below max {high}")
+            if step <= 0:
+                errors.append(f"step {step} must be positive")
+        mode = config.get("mode")
+        if mode is not None and mode not in NUMBER_MODES:
+            errors.append(f"mode {mode!r} is not auto, box or slider")
+        if device_class is not None and device_class not in NUMBER_DEVICE_CLASSES:
+            errors.append(f"device_class {device_class!r} is not a number device class")
+        if device_class in DEVICE_CLASS_UNITS and unit not in DEVICE_CLASS_UNITS[device_class]:
+            errors.append(
+                f"unit_of_measurement {unit!r} is not valid together with device class {device_class!r}"
+            )
+        if "options" in config:
+            errors.append("a number takes no options")
+    return errors
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_default_entity_id(value: Any, platform: str) -> list[str]:
