@@ -134,8 +134,7 @@ class Daemon:
         envoy_id, features, info = poller.envoy_id, poller.features, poller.info
         controls = self.controls.get(poller.envoy.label)
         if controls is None:
-            if self.settings.mqtt.discovery:
-                retire_controls(self.publisher, self.topics, envoy_id)
+            retire_controls(self.publisher, self.topics, envoy_id, discovery=self.settings.mqtt.discovery)
             return
 
         async def run_controls() -> None:

@@ -225,7 +225,9 @@ async def test_every_control_and_behaviour(mosquitto: Mosquitto, tmp_path: Path)
             assert state["reserve_soc"] == 35
             assert "without a command" in state["last_result"]["reason"]
         audit = _audit(daemon)
-        assert ("production", None, "ignored") in [(a["control"], a["requested"], a["result"]) for a in audit]
+        assert ("production", "OFF", "ignored") in [
+            (a["control"], a["requested"], a["result"]) for a in audit
+        ]
         assert len(audit) == 18  # one line per command, the retained one included
 
 
@@ -298,13 +300,16 @@ async def test_owner_token_refusals_and_the_audit_log(mosquitto: Mosquitto, tmp_
         ]
         # no secret in any audit line (nor anywhere in the log)
         text = daemon.log_text()
-        tokens = [p.read_text() for p in (tmp_path / "state").rglob("*") if p.is_file() and "token" in str(p)]
-        secrets = [sim.enlighten_password, *(t for t in tokens if t)]
+        stored = [json.loads(p.read_text()) for p in (tmp_path / "state" / "tokens").glob("*.json")]
+        tokens = [entry["token"] for entry in stored]
+        assert tokens  # the daemon stored the token it used: it must appear nowhere
+        secrets = [sim.enlighten_password, *tokens]
         for line in audit:
             rendered = json.dumps(line)
             for secret in secrets:
                 assert secret not in rendered
-        assert sim.enlighten_password not in text
+        for secret in secrets:
+            assert secret not in text
 
 
 async def test_controls_off_subscribes_and_announces_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:

@@ -153,20 +153,21 @@ class EnvoyControls:
         name = self._control_of(message.topic)
         if name is None:
             return
+        shown = shown_payload(message.payload)
         if message.retain:
             # A retained "OFF" left on the broker must not switch production off at every restart.
             self._conclude(
-                Outcome(name, None, "ignored", "retained message on a command topic"), record=False
+                Outcome(name, shown, "ignored", "retained message on a command topic"), record=False
             )
             return
         spec = self.offer.controls.get(name)
         if spec is None:
-            self._conclude(Outcome(name, None, "rejected", f"not offered: {self.offer.refusal(name)}"))
+            self._conclude(Outcome(name, shown, "rejected", f"not offered: {self.offer.refusal(name)}"))
             return
         try:
             command = parse_command(spec, message.payload)
         except CommandError as exc:
-            self._conclude(Outcome(name, None, "rejected", f"invalid command: {exc}"))
+            self._conclude(Outcome(name, shown, "rejected", f"invalid command: {exc}"))
             return
         if (
             command.control == "storage_mode"
@@ -215,6 +216,11 @@ class EnvoyControls:
             self._publish_state()
             try:
                 outcome = await self._writer.execute(command, self._documents[spec.name], self._timing(spec))
+            except Exception as exc:  # a bug must not leave the command without its audit line
+                log.exception("control command crashed", envoy=self.envoy.label, control=command.control)
+                outcome = Outcome(
+                    command.control, command.value, "failed", f"internal error: {type(exc).__name__}"
+                )
             finally:
                 self._in_progress = None
             if outcome.written:
@@ -309,7 +315,14 @@ class EnvoyControls:
                         await task
 
 
-def retire_controls(publisher: Publisher, topics: Topics, envoy_id: str) -> None:
-    """Controls off: take down entities and state a run with controls on may have left on the broker."""
-    publisher.clear(topics.device_config(controls_config_id(envoy_id)))
+def shown_payload(payload: bytes, limit: int = 32) -> str:
+    """A command payload as the audit line and `last_result` show it: text, cut short."""
+    text = payload.decode("utf-8", errors="replace").strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def retire_controls(publisher: Publisher, topics: Topics, envoy_id: str, *, discovery: bool) -> None:
+    """Controls off: take down the state and entities a run with controls on may have left on the broker."""
     publisher.clear(topics.control_state(envoy_id))
+    if discovery:
+        publisher.clear(topics.device_config(controls_config_id(envoy_id)))
