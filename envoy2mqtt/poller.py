@@ -609,10 +609,6 @@ class EnvoyPoller:
 
                     self.publisher.clear(self.topics.device_config(device_id(serial)))
 
-    def gateway_description(self) -> GatewayDescription:
-        """The gateway's device block (the controls announce their entities on the same device)."""
-        return self._description()
-
     def _description(self) -> GatewayDescription:
         assert self.envoy_id is not None
         info = self.info

@@ -22,6 +22,7 @@ from .controls.service import EnvoyControls, retire_controls
 from .errors import MqttError
 from .health import HealthServer
 from .metrics import Metrics
+from .mqtt.discovery import describe_gateway
 from .mqtt.publisher import Publisher
 from .mqtt.topics import Topics
 from .poller import EnvoyPoller
@@ -141,7 +142,7 @@ class Daemon:
             await controls.run(
                 envoy_id,
                 features,
-                poller.gateway_description(),
+                describe_gateway(poller.envoy, envoy_id, info),
                 auth_mode=info.auth_mode,
                 token_type=poller.client.auth_status.token_type,
             )

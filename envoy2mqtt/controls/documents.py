@@ -127,8 +127,11 @@ def _tariff_with(field: str) -> Callable[[Any, Command], Any]:
 
 
 def _relay(body: Any) -> Value | None:
-    # The operating state, not the admin state: the relay takes up to ~30 s to follow a write.
-    state = body.get("mains_oper_state") if isinstance(body, dict) else None
+    # The operating state, not the admin state: the relay takes up to ~30 s to follow a write. Only
+    # without an operating state (not seen in captures, but cheap to allow) the admin state is used.
+    if not isinstance(body, dict):
+        return None
+    state = body.get("mains_oper_state", body.get("mains_admin_state"))
     return {"closed": "ON", "open": "OFF"}.get(state) if isinstance(state, str) else None
 
 

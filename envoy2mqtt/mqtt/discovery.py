@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import envoy2mqtt
+from envoy2mqtt.config import EnvoySettings
 from envoy2mqtt.controls.catalog import ControlSpec
 from envoy2mqtt.entities import BATTERY, GATEWAY, INVERTER, METER, METER_LABELS, SYSTEM, Entity
-from envoy2mqtt.model import PHASE_NAMES, Payload
+from envoy2mqtt.model import PHASE_NAMES, EnvoyInfo, Payload
 from envoy2mqtt.mqtt.topics import Topics, sanitize_segment
 
 MANUFACTURER = "Enphase"
@@ -39,6 +40,19 @@ class GatewayDescription:
     firmware: str | None
     part_number: str | None
     configuration_url: str | None
+
+
+def describe_gateway(envoy: EnvoySettings, serial: str, info: EnvoyInfo | None) -> GatewayDescription:
+    """The gateway's device block from its configuration and /info."""
+    host = envoy.host
+    url = host if "://" in host else f"https://{host}"
+    return GatewayDescription(
+        serial=serial,
+        name=envoy.name or f"Envoy {serial}",
+        firmware=info.firmware if info else None,
+        part_number=info.part_number if info else None,
+        configuration_url=url if url.startswith(("http://", "https://")) else None,
+    )
 
 
 def device_id(serial: str) -> str:
