@@ -61,6 +61,7 @@ async def _drain(publisher: Any) -> None:
 
 
 async def side_ours(sim: dict[str, Any], broker: int, hours: float, mode: str) -> dict[str, float]:
+    from envoy2mqtt.clock import ManualClock
     from envoy2mqtt.config import EnvoySettings, MqttSettings, Settings
     from envoy2mqtt.logging import setup_logging
     from envoy2mqtt.mqtt.publisher import Publisher
@@ -79,8 +80,12 @@ async def side_ours(sim: dict[str, Any], broker: int, hours: float, mode: str) -
         runner = asyncio.create_task(publisher.run() if mode != "nopub" else asyncio.sleep(0))
         if mode != "nopub":
             await asyncio.wait_for(publisher.connected.wait(), 20)
-        poller = EnvoyPoller(envoy, settings, publisher, topics)
-        await poller._connect()
+        # virtual time: each cycle finds its bodies due, as a minute apart (a body fresh enough is reused)
+        clock = ManualClock()
+        step = settings.polling.device_interval if mode == "equal" else settings.polling.system_interval
+        poller = EnvoyPoller(envoy, settings, publisher, topics, clock=clock)
+        await poller.connect()
+        clock.advance(settings.polling.device_interval)
         await poller._system_tick()  # first cycles announce discovery: not steady state
         await poller._device_tick()
         await _drain(publisher)
@@ -88,6 +93,7 @@ async def side_ours(sim: dict[str, Any], broker: int, hours: float, mode: str) -
         profiler = _profiler()
         started_cpu, started = time.process_time(), time.perf_counter()
         for n in range(cycles):
+            clock.advance(step)
             await poller._system_tick()
             if mode == "equal" or n % DEVICE_EVERY == 0:
                 await poller._device_tick()

@@ -10,18 +10,10 @@ from .config import EnvoySettings, Settings
 from .envoy import endpoints
 from .envoy.client import EnvoyClient
 from .errors import EnvoyAuthError, EnvoyError
-from .model import RawDeviceData
+from .gateway import build_gateway_payload
+from .model import Features
 from .normalize import normalize_devices, normalize_meters, normalize_system
-from .poller import build_gateway_payload, raw_system_data, system_endpoints
-
-
-async def _optional(client: EnvoyClient, path: str, wanted: bool = True) -> Any:
-    if not wanted:
-        return None
-    try:
-        return await client.get_body(path)
-    except EnvoyError:
-        return None
+from .readers import DEVICE, SYSTEM, BodyStore, CycleReader, Planner, probe, raw_device_data, raw_system_data
 
 
 async def _legacy_credentials_work(client: EnvoyClient) -> None:
@@ -39,50 +31,67 @@ async def _legacy_credentials_work(client: EnvoyClient) -> None:
         return
 
 
+def read_planner(features: Features, settings: Settings) -> Planner:
+    """The daemon's planner for this Envoy at the configured intervals (what `check --plan` prints)."""
+    return Planner(
+        features, {SYSTEM: settings.polling.system_interval, DEVICE: settings.polling.device_interval}
+    )
+
+
+def plan_summary(planner: Planner, firmware_check_interval: float) -> dict[str, Any]:
+    """Per cadence: its interval, the endpoints it reads (requests/hour each) and the total."""
+    per_hour = planner.requests_per_hour()
+    cadences: dict[str, Any] = {}
+    for consumer, interval in planner.intervals.items():
+        steps = planner.steps(consumer)
+        cadences[consumer] = {
+            "interval": interval,
+            "endpoints": {step.path: per_hour[consumer].get(step.path, 0.0) for step in steps},
+            "requests_per_hour": sum(per_hour[consumer].values()),
+        }
+    info_per_hour = 3600 / firmware_check_interval
+    total = sum(c["requests_per_hour"] for c in cadences.values()) + info_per_hour
+    return {"cadences": cadences, "firmware_check_per_hour": info_per_hour, "requests_per_hour": total}
+
+
 async def check_envoy(
     envoy: EnvoySettings, settings: Settings, *, verify_credentials: bool = False
 ) -> dict[str, Any]:
-    """Connect, authenticate, probe, read every cadence once; the contract's payloads, nothing secret.
+    """Connect, authenticate, probe, run one cycle of each cadence; the contract's payloads, nothing secret.
 
+    The cycles are the daemon's: the same planner, reusing the probe's bodies where they are fresh
+    enough, so `check` reads what the daemon's first cycles read.
     By default a legacy Envoy refusing the inverter endpoint means "feature absent", as in the daemon.
     With `verify_credentials` (the `check` command) that refusal raises EnvoyAuthError instead.
     """
     async with EnvoyClient(envoy, settings.enphase_cloud, settings.token, settings.state_dir) as client:
-        started = SYSTEM_CLOCK.monotonic()
+        clock = SYSTEM_CLOCK
+        started = clock.monotonic()
         info = await client.connect()
-        features = await client.probe()
+        probed = await probe(client, label=envoy.label)
+        features = probed.features
         present = features.endpoints
         if verify_credentials and info.auth_mode == "legacy" and endpoints.API_V1_INVERTERS not in present:
             await _legacy_credentials_work(client)
-        # The daemon's system cycle, with production.json read here whatever its cadence there.
-        bodies = {
-            path: await _optional(client, path) for path in system_endpoints(features, production_json=True)
-        }
-        raw_system = raw_system_data(
-            bodies, client.probe_bodies, client.probe_bodies.get(endpoints.ENSEMBLE_INVENTORY)
-        )
-        production_json = raw_system.production_json
-        raw_devices = RawDeviceData(
-            inverters=await _optional(
-                client, endpoints.API_V1_INVERTERS, endpoints.API_V1_INVERTERS in present
-            ),
-            device_data=await _optional(client, endpoints.DEVICE_DATA, features.detailed_inverters),
-            inventory=await _optional(client, endpoints.INVENTORY, features.inventory),
-            ensemble_inventory=client.probe_bodies.get(endpoints.ENSEMBLE_INVENTORY),
-            ensemble_power=raw_system.ensemble_power,
-            production_json=production_json,
-        )
+        planner = read_planner(features, settings)
+        store = BodyStore()
+        for path, body in probed.bodies.items():
+            store.put(path, body, clock.monotonic())
+        reads = CycleReader(planner, store, client.get_body, clock.monotonic, label=envoy.label)
+        system_cycle = await reads.run(SYSTEM)
+        device_cycle = await reads.run(DEVICE)
+        raw_system = raw_system_data(system_cycle.bodies)
         system = normalize_system(raw_system, info, features)
         meters = normalize_meters(raw_system, features)
-        devices = normalize_devices(raw_devices, features)
+        devices = normalize_devices(raw_device_data(device_cycle.bodies), features)
         gateway = build_gateway_payload(
             info.serial,
             info,
             features,
             client.auth_status,
-            last_poll_ok=SYSTEM_CLOCK.time(),
+            last_poll_ok=clock.time(),
             last_error=None,
-            poll_duration=round(SYSTEM_CLOCK.monotonic() - started, 3),
+            poll_duration=round(clock.monotonic() - started, 3),
         )
         problems = sorted(
             {
@@ -105,13 +114,26 @@ async def check_envoy(
                 "detailed_inverters": features.detailed_inverters,
                 "inventory": features.inventory,
             },
+            "plan": plan_summary(planner, settings.polling.firmware_check_interval),
+            "plan_text": planner.describe(),
             "gateway": gateway,
             "system": system.payload(),
-            "meters": {m.serial: m.payload() for m in meters},
+            "meters": {m.ct_type: m.payload() for m in meters},
             "inverters": {r.serial: r.payload() for r in devices.inverters},
             "batteries": {r.serial: r.payload() for r in devices.batteries},
             "problems": problems,
         }
+
+
+def render_plan(result: dict[str, Any]) -> str:
+    """`check --plan`: per cadence, the endpoints the daemon reads on this Envoy and the requests per hour."""
+    if "error" in result:
+        return f"{result['envoy']}: FAILED — {result['error']}"
+    plan = result["plan"]
+    lines = [f"Envoy {result['envoy']}: read plan ({plan['requests_per_hour']:g} requests/hour)", ""]
+    lines += [f"  {line}" for line in result["plan_text"]]
+    lines.append(f"  firmware check (/info): {plan['firmware_check_per_hour']:g}/h")
+    return "\n".join(lines)
 
 
 def _fmt(value: Any) -> str:
@@ -140,6 +162,7 @@ def render_text(result: dict[str, Any]) -> str:
         return f"{result['envoy']}: FAILED — {result['error']}"
     lines = [f"Envoy {result['envoy']}: OK", ""]
     gateway = dict(result["gateway"])
+    result = {k: v for k, v in result.items() if k not in ("plan", "plan_text")}
     lines += _table("Gateway", gateway)
     features = dict(result["features"])
     features["endpoints"] = list(features["endpoints"])

@@ -44,6 +44,7 @@ EXAMPLES = """examples:
   ENVOY2MQTT_ENVOY='[{"host":"192.168.1.50","token":"eyJ..."}]' envoy2mqtt run
   envoy2mqtt check --config config.toml             # connect, authenticate, probe, print one reading
   envoy2mqtt check --config config.toml --json      # the same as JSON (what would be published)
+  envoy2mqtt check --config config.toml --plan      # what each cadence reads, requests per hour
   envoy2mqtt token --config config.toml             # stored token type and expiry
   envoy2mqtt token refresh --config config.toml     # fetch a new token from Enlighten now
   envoy2mqtt simulate --profile metered-3phase-iq --live
@@ -90,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(check)
     check.add_argument("--json", action="store_true", help="print one JSON document (contract keys)")
+    check.add_argument(
+        "--plan",
+        action="store_true",
+        help="print, per cadence, the endpoints the daemon reads on this Envoy and the requests per hour",
+    )
 
     from .simulator.cli import add_simulate_arguments
 
@@ -201,7 +207,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(run_daemon(settings))
     _private_state_dir(settings)
     if args.command == "check":
-        return asyncio.run(_check(settings, as_json=args.json))
+        return asyncio.run(_check(settings, as_json=args.json, plan=args.plan))
     if args.command == "token":
         return asyncio.run(_token(settings, args.action, show=args.show))
     if args.command == "capture":
@@ -225,8 +231,8 @@ def _exit_code_for(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
-async def _check(settings: Settings, *, as_json: bool) -> int:
-    from .check import check_envoy, render_text
+async def _check(settings: Settings, *, as_json: bool, plan: bool = False) -> int:
+    from .check import check_envoy, render_plan, render_text
 
     results: list[dict[str, Any]] = []
     worst = EXIT_OK
@@ -242,7 +248,7 @@ async def _check(settings: Settings, *, as_json: bool) -> int:
         print(json.dumps(document, indent=2, sort_keys=False))
     else:
         for result in results:
-            print(render_text(result))
+            print(render_plan(result) if plan else render_text(result))
     return worst
 
 

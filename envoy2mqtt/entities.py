@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from envoy2mqtt.model import BATTERY_STATES, METERING_STATUSES
+
 Component = Literal["system", "gateway", "inverter", "battery", "meter"]
 Platform = Literal["sensor", "binary_sensor"]
 ValueKind = Literal["number", "integer", "bool", "text", "time", "list", "enum"]
@@ -42,9 +44,6 @@ def _power(key: str, name: str, **kw: object) -> Entity:
 def _energy(key: str, name: str, state_class: str | None = "total_increasing", **kw: object) -> Entity:
     return Entity(key, name, device_class="energy", unit="Wh", state_class=state_class, precision=0, **kw)  # type: ignore[arg-type]
 
-
-BATTERY_STATES = ("charging", "discharging", "idle", "full")
-METERING_STATUSES = ("normal", "not-metering", "check-wiring")
 
 SYSTEM: tuple[Entity, ...] = (
     Entity("timestamp", "Reading time", kind="time", device_class="timestamp", diagnostic=True),
@@ -365,13 +364,6 @@ METER_LABELS: dict[str, str] = {
     "total-consumption": "Total consumption CT",
     "storage": "Storage CT",
 }
-
-
-def entity(component: str, key: str) -> Entity:
-    for row in TABLES[component]:
-        if row.key == key:
-            return row
-    raise KeyError(f"{component}.{key}")
 
 
 def lifetime_keys(component: str) -> tuple[str, ...]:

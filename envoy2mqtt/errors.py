@@ -35,6 +35,10 @@ class EnvoyAuthError(EnvoyError):
     """The Envoy refused our credentials (401/403), or no usable credentials exist."""
 
 
+class EnvoyPathRefused(EnvoyAuthError):
+    """401/403 on one path during the feature probe: absent for these credentials (some firmware)."""
+
+
 class EnvoyNotFound(EnvoyHttpError):
     """The endpoint does not exist on this firmware (404, HTML page-not-found, {"error": ...})."""
 
@@ -65,3 +69,9 @@ class MfaRequired(TokenRefreshError):
 
 class MqttError(Envoy2MqttError):
     """The MQTT side failed in a way the reconnect loop could not repair."""
+
+
+def short_error(exc: BaseException) -> str:
+    """A one-line reason (`gateway.last_error`, log context); messages of our own errors never carry secrets."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-JSONScalar = None | bool | int | float | str
-JSONValue = JSONScalar | list[Any] | dict[str, Any]
 Payload = dict[str, Any]
 
 AuthMode = Literal["legacy", "token"]
 TokenType = Literal["owner", "installer"]
-BatteryKind = Literal["acb", "iq"]
 BatteryState = Literal["charging", "discharging", "idle", "full"]
+BATTERY_STATES: tuple[BatteryState, ...] = get_args(BatteryState)  # the one definition of a battery's state
+MeteringStatus = Literal["normal", "not-metering", "check-wiring"]
+METERING_STATUSES: tuple[MeteringStatus, ...] = get_args(MeteringStatus)
 CtType = Literal["production", "net-consumption", "total-consumption", "storage"]
 PhaseName = Literal["l1", "l2", "l3"]
 PHASE_NAMES: tuple[PhaseName, ...] = ("l1", "l2", "l3")
@@ -94,7 +94,9 @@ def _contract_keys(cls: type) -> tuple[str, ...]:
     """A reading class's payload keys in declaration order (computed once: 300 inverters a cycle)."""
     keys = _CONTRACT_KEYS.get(cls)
     if keys is None:
-        keys = tuple(f.name for f in fields(cls) if f.name not in ("present", "problems", "serial"))
+        keys = tuple(
+            f.name for f in fields(cls) if f.name not in ("present", "problems", "serial", "ct_type")
+        )
         _CONTRACT_KEYS[cls] = keys
     return keys
 
@@ -173,7 +175,7 @@ class BatteryReading(_Reading):
 
 @dataclass(frozen=True, slots=True)
 class MeterReading(_Reading):
-    serial: str  # the CT type ("production", "net-consumption", ...): the topic suffix
+    ct_type: str  # "production", "net-consumption", ...: the topic suffix
     present: frozenset[str]
     power: float | None = None
     energy_delivered_lifetime: float | None = None

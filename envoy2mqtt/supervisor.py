@@ -107,7 +107,7 @@ class Daemon:
         envoys: dict[str, str] = {}
         for poller in self.pollers:
             ok, why = poller.ready()
-            envoys[poller.envoy_id or poller.envoy.label] = why
+            envoys[poller.serial or poller.envoy.label] = why
             ready = ready and ok
         parts["envoys"] = envoys
         parts["ready"] = ready
@@ -130,9 +130,9 @@ class Daemon:
     async def _controls(self, poller: EnvoyPoller) -> None:
         """Once the Envoy is connected and probed: its controls (README "Controls"), or with controls
         off, the removal of any control entity an earlier run announced."""
-        while poller.features is None or poller.envoy_id is None or poller.info is None:
+        while poller.features is None or poller.serial is None or poller.info is None:
             await self.clock.sleep(0.5)
-        envoy_id, features, info = poller.envoy_id, poller.features, poller.info
+        envoy_id, features, info = poller.serial, poller.features, poller.info
         controls = self.controls.get(poller.envoy.label)
         if controls is None:
             retire_controls(self.publisher, self.topics, envoy_id, discovery=self.settings.mqtt.discovery)
@@ -188,7 +188,7 @@ class Daemon:
         return exit_code
 
     async def _shutdown(self) -> None:
-        offline = [self.topics.envoy_availability(p.envoy_id) for p in self.pollers if p.envoy_id]
+        offline = [self.topics.envoy_availability(p.serial) for p in self.pollers if p.serial]
         log.info("stopping: publishing offline")
         try:
             await asyncio.wait_for(self.publisher.shutdown(offline), SHUTDOWN_TIMEOUT)

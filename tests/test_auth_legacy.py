@@ -17,6 +17,7 @@ from envoy2mqtt.envoy.auth.legacy import legacy_credentials
 from envoy2mqtt.envoy.auth.passwords import installer_password
 from envoy2mqtt.envoy.client import EnvoyClient
 from envoy2mqtt.errors import EnvoyAuthError
+from envoy2mqtt.readers import probe
 from envoy2mqtt.simulator import Simulator, SimulatorConfig
 from tests.conftest import require_capture
 
@@ -129,12 +130,12 @@ async def test_probe_treats_401_and_error_documents_as_absent(
 ) -> None:
     async with client_for(sim, tmp_path) as client:
         await client.connect()
-        features = await client.probe()
-        assert client.features is features
+        probed = await probe(client)
+        features = probed.features
         # /api/v1/production/inverters answers 401 even with valid digest, /ivp/meters {"error": "404..."}
-        assert endpoints.API_V1_INVERTERS not in client.probe_bodies
-        assert endpoints.METERS not in client.probe_bodies
-        assert endpoints.API_V1_PRODUCTION in client.probe_bodies
+        assert endpoints.API_V1_INVERTERS not in probed.bodies
+        assert endpoints.METERS not in probed.bodies
+        assert endpoints.API_V1_PRODUCTION in probed.bodies
         assert endpoints.METERS not in features.endpoints
         # at runtime the same 401 is an authentication error
         with pytest.raises(EnvoyAuthError):

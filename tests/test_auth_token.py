@@ -446,7 +446,6 @@ async def test_firmware_check_interval_and_change(
         clock.advance(3600)
         assert await client.refresh_firmware_if_due()
         assert client.info.firmware == sim.firmware
-        assert client.features is None  # the caller must probe again
         await client.get_json(DATA)
 
 

@@ -337,7 +337,7 @@ def test_every_capture_yields_valid_discovery(folder: Path) -> None:
 
     capture = load_capture(folder)
     system = normalize_system(capture.system, capture.info, capture.features).payload()
-    meters = {m.serial: m.payload() for m in normalize_meters(capture.system, capture.features)}
+    meters = {m.ct_type: m.payload() for m in normalize_meters(capture.system, capture.features)}
     devices = normalize_devices(capture.devices, capture.features)
     gateway = {
         "serial": capture.info.serial,

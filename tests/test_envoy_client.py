@@ -17,6 +17,7 @@ from envoy2mqtt.config import CloudSettings, EnvoySettings, TokenSettings
 from envoy2mqtt.envoy import endpoints
 from envoy2mqtt.envoy.client import EnvoyClient
 from envoy2mqtt.errors import BadEnvoyData, EnvoyHttpError, EnvoyNotFound, EnvoyUnreachable
+from envoy2mqtt.readers import probe
 from envoy2mqtt.simulator import Simulator, SimulatorConfig
 from tests.conftest import free_port, require_capture
 
@@ -66,8 +67,9 @@ async def test_html_bodies_with_status_200(sim: Simulator, tmp_path: Path) -> No
         with pytest.raises(BadEnvoyData, match="HTML"):
             await client.get_json("/production")  # 200, the HTML production page
         assert "Currently" in await client.get_text("/production")  # as text it is fine
-        features = await client.probe()  # fw 3.7.0 serves no JSON at all: only the HTML page is usable
-        assert set(client.probe_bodies) == {endpoints.PRODUCTION_HTML}
+        probed = await probe(client)  # fw 3.7.0 serves no JSON at all: only the HTML page is usable
+        features = probed.features
+        assert set(probed.bodies) == {endpoints.PRODUCTION_HTML}
         assert features.endpoints == {endpoints.PRODUCTION_HTML}
 
 
@@ -197,11 +199,10 @@ async def test_fingerprint_pinning(sim: Simulator, tmp_path: Path, logs: list[di
 async def test_self_signed_certificate_accepted_without_pin(sim: Simulator, tmp_path: Path) -> None:
     async with make_client(sim.url, tmp_path, token=SecretStr(sim.issue_token("owner"))) as client:
         await client.connect()
-        assert client.features is None
-        features = await client.probe()
-        assert endpoints.PRODUCTION_JSON in client.probe_bodies
-        assert endpoints.DEVICE_DATA in client.probe_bodies
-        assert features.detailed_inverters
+        probed = await probe(client)
+        assert endpoints.PRODUCTION_JSON in probed.bodies
+        assert endpoints.DEVICE_DATA in probed.bodies
+        assert probed.features.detailed_inverters
 
 
 # --- bodies no capture has: a small real HTTP server ---------------------------------------------
@@ -273,7 +274,7 @@ async def test_generated_profiles_connect_and_probe(profile: str, tmp_path: Path
             info = await client.connect()
             assert info.serial == simulator.serial
             assert info.auth_mode == ("token" if simulator.token_auth else "legacy")
-            features = await client.probe()
+            features = (await probe(client)).features
             assert features.endpoints
             assert client.auth_status.ok
             for path in sorted(features.endpoints):

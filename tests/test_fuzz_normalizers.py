@@ -56,7 +56,7 @@ from envoy2mqtt.model import PHASE_NAMES, EnvoyInfo, Features, RawDeviceData, Ra
 from envoy2mqtt.normalize import detect_features, normalize_devices, normalize_meters, normalize_system
 from envoy2mqtt.normalize.features import usable_body
 from envoy2mqtt.normalize.quirks import production_from_html
-from envoy2mqtt.poller import raw_system_data
+from envoy2mqtt.readers import raw_device_data, raw_system_data
 from envoy2mqtt.simulator.capture import CaptureSource
 from envoy2mqtt.simulator.responses import NOT_FOUND_HTML, SERVER_ERROR_HTML, UNAUTHORIZED_HTML, EnvoySource
 from envoy2mqtt.simulator.simtime import SimulatedTime
@@ -429,16 +429,7 @@ def check_payload(component: str, payload: dict[str, Any]) -> None:
 
 def raw_data(bodies: Mapping[str, Any]) -> tuple[RawSystemData, RawDeviceData]:
     """Every body handed over, polled or not: the normalizers must cope with anything they get."""
-    system = raw_system_data(bodies, bodies, bodies.get(ep.ENSEMBLE_INVENTORY))
-    devices = RawDeviceData(
-        inverters=bodies.get(ep.API_V1_INVERTERS),
-        device_data=bodies.get(ep.DEVICE_DATA),
-        inventory=bodies.get(ep.INVENTORY),
-        ensemble_inventory=bodies.get(ep.ENSEMBLE_INVENTORY),
-        ensemble_power=bodies.get(ep.ENSEMBLE_POWER),
-        production_json=bodies.get(ep.PRODUCTION_JSON),
-    )
-    return system, devices
+    return raw_system_data(bodies), raw_device_data(bodies)
 
 
 def normalize_and_check(info: EnvoyInfo, features: Features, bodies: Mapping[str, Any]) -> int:

@@ -37,7 +37,7 @@ def outputs(capture: Capture) -> dict[str, Any]:
         },
         "system": system.payload(),
         "system_problems": list(system.problems),
-        "meters": {m.serial: {"payload": m.payload(), "problems": list(m.problems)} for m in meters},
+        "meters": {m.ct_type: {"payload": m.payload(), "problems": list(m.problems)} for m in meters},
         "inverters": {i.serial: i.payload() for i in devices.inverters},
         "inverter_problems": sorted({p for i in devices.inverters for p in i.problems}),
         "batteries": {b.serial: b.payload() for b in devices.batteries},

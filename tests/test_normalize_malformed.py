@@ -148,7 +148,7 @@ def test_meter_readings_with_unknown_eids_and_bad_channels() -> None:
             "channels": [None, {"voltage": "1"}],
         },
     ]
-    meters = {m.serial: m for m in normalize_meters(RawSystemData(meters_readings=readings), EVERYTHING)}
+    meters = {m.ct_type: m for m in normalize_meters(RawSystemData(meters_readings=readings), EVERYTHING)}
     production = meters["production"]
     assert production.power is None
     assert production.energy_delivered_lifetime is None

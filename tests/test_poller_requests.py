@@ -28,7 +28,7 @@ async def polling(
         # The publisher never connects: publish() keeps the last state per topic, which is all we read.
         poller = EnvoyPoller(envoy, settings, Publisher(settings.mqtt, topics), topics, clock=clock)
         try:
-            await poller._connect()
+            await poller.connect()
             yield sim, poller, clock
         finally:
             await poller.close()
@@ -36,7 +36,8 @@ async def polling(
 
 async def test_the_device_cycle_reuses_the_system_cycles_battery_power(tmp_path: Path) -> None:
     async with polling(SimulatorConfig(profile="metered-3phase-iq"), tmp_path) as (sim, poller, clock):
-        sim.requests.clear()  # the probe's reads
+        clock.advance(poller.polling.device_interval)  # the probe's bodies are now too old for any cadence
+        sim.requests.clear()
         await poller._system_tick()
         assert sim.requests[endpoints.ENSEMBLE_POWER] == 1
         sim.requests.clear()
@@ -57,8 +58,11 @@ async def test_the_device_cycle_reuses_the_system_cycles_battery_power(tmp_path:
 
 async def test_firmware_3_7_reads_one_html_page_a_minute(tmp_path: Path) -> None:
     config = SimulatorConfig(capture_dir=require_capture("3.7.0"))
-    async with polling(config, tmp_path) as (sim, poller, _):
+    async with polling(config, tmp_path) as (sim, poller, clock):
         sim.requests.clear()
+        await poller._system_tick()  # right after the probe: its page is reused, nothing read twice
+        assert dict(sim.requests) == {}
+        clock.advance(poller.polling.system_interval)
         await poller._system_tick()
         assert poller.failures == 0, poller.last_error
         assert dict(sim.requests) == {endpoints.PRODUCTION_HTML: 1}
@@ -70,16 +74,19 @@ async def test_firmware_3_7_reads_one_html_page_a_minute(tmp_path: Path) -> None
         assert poller.failures == 0
 
 
-async def test_a_ct_less_envoy_reads_production_json_on_the_device_cadence(tmp_path: Path) -> None:
-    async with polling(SimulatorConfig(profile="legacy-unmetered"), tmp_path) as (sim, poller, _):
-        for _ in range(2):  # production.json comes from the probe first, then from the device cycles
-            sim.requests.clear()
+async def test_a_ct_less_envoy_reads_production_json_once_per_device_interval(tmp_path: Path) -> None:
+    async with polling(SimulatorConfig(profile="legacy-unmetered"), tmp_path) as (sim, poller, clock):
+        system, device = poller.polling.system_interval, poller.polling.device_interval
+        clock.advance(device)
+        sim.requests.clear()
+        # an hour of both cadences, as the daemon ticks them (the device cycle moments after the system one)
+        for minute in range(int(3600 / system)):
             await poller._system_tick()
-            assert dict(sim.requests) == {endpoints.API_V1_PRODUCTION: 1}
+            if minute % int(device / system) == 0:
+                await poller._device_tick()
+            assert poller.failures == 0, poller.last_error
             assert poller.system_payload is not None
             assert poller.system_payload["inverters_count"] is not None
-        sim.requests.clear()
-        await poller._device_tick()
-        assert sim.requests[endpoints.PRODUCTION_JSON] == 1
-        assert poller.system_payload is not None
-        assert poller.system_payload["inverters_count"] is not None
+            clock.advance(system)
+        assert sim.requests[endpoints.API_V1_PRODUCTION] == 3600 / system
+        assert sim.requests[endpoints.PRODUCTION_JSON] == 3600 / device

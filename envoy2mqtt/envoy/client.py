@@ -27,12 +27,13 @@ from envoy2mqtt.errors import (
     EnvoyError,
     EnvoyHttpError,
     EnvoyNotFound,
+    EnvoyPathRefused,
     EnvoyUnreachable,
     EnvoyWriteRefused,
     TokenError,
 )
 from envoy2mqtt.logging import register_secret
-from envoy2mqtt.model import EnvoyInfo, Features
+from envoy2mqtt.model import EnvoyInfo
 from envoy2mqtt.retry import RetryPolicy
 
 from . import endpoints
@@ -70,10 +71,6 @@ class _PinnedCertificateMismatch(EnvoyUnreachable):
     """Not retried and no http fallback: the configured fingerprint does not match."""
 
 
-class _ProbeUnauthorized(EnvoyAuthError):
-    """401/403 during the probe: the endpoint is absent for these credentials (some firmware)."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Reply:
     status: int
@@ -99,7 +96,7 @@ def _excerpt(value: Any, limit: int = 80) -> str:
 
 
 class EnvoyClient:
-    """Talks to one Envoy. `connect()` first (reads /info, sets up authentication), then `probe()`."""
+    """Talks to one Envoy. `connect()` first (reads /info, sets up authentication), then read bodies."""
 
     def __init__(
         self,
@@ -118,8 +115,6 @@ class EnvoyClient:
         self.clock = clock
         self.firmware_check_interval = firmware_check_interval
         self.info: EnvoyInfo | None = None
-        self.features: Features | None = None
-        self.probe_bodies: dict[str, Any] = {}
         self.token_manager: TokenManager | None = None
         self.base_url: str | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -320,7 +315,7 @@ class EnvoyClient:
                             self._legacy_status = AuthStatus(mode="legacy", ok=True)
                     return data
                 if not recover_auth:
-                    raise _ProbeUnauthorized(f"{self.settings.label}: {path} answered HTTP {reply.status}")
+                    raise EnvoyPathRefused(f"{self.settings.label}: {path} answered HTTP {reply.status}")
                 self._firmware_check_requested = True
                 if manager is None:
                     raise self._legacy_refused(path, reply.status)
@@ -397,6 +392,11 @@ class EnvoyClient:
             return json.loads(reply.text) if reply.text.strip() else None
         except ValueError:
             return None
+
+    async def probe_body(self, path: str) -> Any:
+        """`get_body` without re-authenticating on 401/403: raises `EnvoyPathRefused` (some firmware
+        protects endpoints the credentials cannot read; the probe counts them as absent)."""
+        return await self._get(path, parse_json=path not in endpoints.TEXT_ENDPOINTS, recover_auth=False)
 
     # ------------------------------------------------------------------------------ /info, auth
 
@@ -501,7 +501,7 @@ class EnvoyClient:
         """Re-read /info every `firmware_check_interval` and after an auth failure.
 
         True when the firmware (or the serial) changed: authentication is set up again and the caller
-        must `probe()` again. Errors propagate; the check stays due until it succeeds.
+        must probe again (`readers.probe`). Errors propagate; the check stays due until it succeeds.
         """
         mono = self.clock.monotonic()
         due = (
@@ -534,41 +534,8 @@ class EnvoyClient:
                 )
             self._firmware_change_pending = changed
             self._adopt_info(info, base)
-            if changed:
-                self.features = None
-                if self.token_manager is not None:
-                    self.token_manager.require_validation()
+            if changed and self.token_manager is not None:
+                self.token_manager.require_validation()
             await self._setup_auth(info)
             self._firmware_change_pending = False
             return changed
-
-    # ------------------------------------------------------------------------------ probe
-
-    async def probe(self) -> Features:
-        """Read every probe endpoint once; 401/404/HTML/{"error"} mean absent. Sets `features`."""
-        info = self.info
-        if info is None:
-            raise EnvoyError(f"{self.settings.label}: connect() first")
-        bodies: dict[str, Any] = {}
-        for path in endpoints.PROBE_ENDPOINTS:
-            try:
-                bodies[path] = await self._get(path, parse_json=True, recover_auth=False)
-            except (_ProbeUnauthorized, EnvoyHttpError, BadEnvoyData) as exc:
-                # EnvoyNotFound is an EnvoyHttpError. A persistent 5xx also means "not usable here".
-                self._log.debug("probe_endpoint_absent", path=path, reason=str(exc))
-        from envoy2mqtt.normalize.features import detect_features, usable_body
-
-        if not any(usable_body(p, bodies.get(p)) for p in endpoints.JSON_PRODUCTION_ENDPOINTS):
-            # Firmware before 3.9: no JSON production at all, only the HTML page.
-            try:
-                bodies[endpoints.PRODUCTION_HTML] = await self._get(
-                    endpoints.PRODUCTION_HTML, parse_json=False, recover_auth=False
-                )
-            except (_ProbeUnauthorized, EnvoyHttpError, BadEnvoyData) as exc:
-                self._log.debug("probe_endpoint_absent", path=endpoints.PRODUCTION_HTML, reason=str(exc))
-
-        features = detect_features(info, bodies)
-        self.probe_bodies = bodies
-        self.features = features
-        self._log.info("envoy_probed", endpoints=sorted(bodies))
-        return features

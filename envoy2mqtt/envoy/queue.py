@@ -16,10 +16,6 @@ class RequestQueue:
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[object] | None = None
 
-    @property
-    def held_by_current_task(self) -> bool:
-        return self._owner is not None and self._owner is asyncio.current_task()
-
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         task = asyncio.current_task()

@@ -11,7 +11,6 @@ from envoy2mqtt.mqtt.discovery import (
 )
 from envoy2mqtt.mqtt.publisher import Publisher
 from envoy2mqtt.mqtt.topics import Topics
-from envoy2mqtt.mqtt.validator import validate_device_discovery
 
 __all__ = [
     "GatewayDescription",
@@ -21,5 +20,4 @@ __all__ = [
     "device_id",
     "gateway_config",
     "inverter_config",
-    "validate_device_discovery",
 ]

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from envoy2mqtt.envoy import endpoints
-from envoy2mqtt.model import BatteryReading, DeviceReadings, Features, InverterReading, RawDeviceData
+from envoy2mqtt.model import (
+    BATTERY_STATES,
+    BatteryReading,
+    DeviceReadings,
+    Features,
+    InverterReading,
+    RawDeviceData,
+)
 
 from . import quirks
 from ._values import (
@@ -44,7 +51,6 @@ _DETAILED_KEYS = (
 _DEV_TYPE_ACB = 11
 # /ivp/ensemble/inventory `led_status` codes that state what the battery does (homebridge LedStatus).
 _LED_STATES = {12: "charging", 13: "discharging", 14: "idle"}
-_BATTERY_STATES = ("charging", "discharging", "idle", "full")
 _INVENTORY_DELETED = 3  # admin_state of a device removed from the Envoy (/inventory.json?deleted=1)
 _JOULES_PER_WH = 3600
 
@@ -190,7 +196,7 @@ def _acb_batteries(raw: RawDeviceData, features: Features) -> list[BatteryReadin
         problems = Problems()
         row, device = rows.get(serial), inventory.get(serial)
         status = text(device, "charge_status")
-        state = status if status in _BATTERY_STATES else None
+        state = status if status in BATTERY_STATES else None
         power = _watts(number(row, "lastReportWatts"))
         if power is not None and state == "charging" and power > 0:
             power = -power  # the row carries a magnitude; the contract's sign is + = discharging

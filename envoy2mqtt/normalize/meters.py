@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from envoy2mqtt.entities import METERING_STATUSES
-from envoy2mqtt.model import PHASE_NAMES, CtType, Features, MeterReading, RawSystemData
+from envoy2mqtt.model import METERING_STATUSES, PHASE_NAMES, CtType, Features, MeterReading, RawSystemData
 
 from . import quirks
 from ._values import Problems, lifetime, mappings, number, round_value, text
@@ -95,7 +94,7 @@ def _meter(raw: RawSystemData, features: Features, eid: int, kind: CtType) -> Me
             if channel is None and reading is not None:
                 problems.add(f"/ivp/meters/readings: {kind} CT has no channel for {name}")
         values["phases"] = phases
-    return MeterReading(serial=kind, present=frozenset(present), problems=problems.tuple(), **values)
+    return MeterReading(ct_type=kind, present=frozenset(present), problems=problems.tuple(), **values)
 
 
 def normalize_meters(raw: RawSystemData, features: Features) -> tuple[MeterReading, ...]:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from envoy2mqtt.envoy import endpoints
-from envoy2mqtt.model import PHASE_NAMES, EnvoyInfo, Features, RawSystemData, SystemReading
+from envoy2mqtt.model import BATTERY_STATES, PHASE_NAMES, EnvoyInfo, Features, RawSystemData, SystemReading
 
 from . import quirks
 from ._values import (
@@ -38,7 +38,6 @@ ProductionSource = Literal["eim", "v1", "inverters", "html", "none"]
 
 # Below this many watts either way a battery is idle (IQ batteries idle at a few dozen W).
 BATTERY_IDLE_WATTS = 50.0
-_BATTERY_STATES = ("charging", "discharging", "idle", "full")
 
 
 def production_source(features: Features) -> ProductionSource:
@@ -244,7 +243,7 @@ def _battery(raw: RawSystemData, features: Features, out: _Values) -> None:
         acb_soc = number(storage, "percentFull")
         acb_energy = number(storage, "whNow")
         state = text(storage, "state")
-        acb_state = state if state in _BATTERY_STATES else None
+        acb_state = state if state in BATTERY_STATES else None
 
     iq_power = iq_soc = iq_energy = None
     iq_count: int | None = 0

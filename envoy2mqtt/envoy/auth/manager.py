@@ -89,9 +89,6 @@ class TokenManager:
 
     # ----------------------------------------------------------------------------------- state
 
-    def set_validator(self, validate: Validator) -> None:
-        self._validate = validate
-
     @property
     def token_serial(self) -> str:
         """The serial asked for at Entrez: the configured one when set, else the one from /info."""
