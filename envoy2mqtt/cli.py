@@ -182,14 +182,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "simulate":
-        from .simulator.cli import config_from_args, run_simulator_forever
+        from .simulator.cli import config_from_args, require_simulator_extra, run_simulator_forever
 
+        require_simulator_extra("simulate")
         _setup_logging(None)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_simulator_forever(config_from_args(args)))
+        with contextlib.suppress(KeyboardInterrupt):  # SIGINT/SIGTERM end it cleanly; this covers startup
+            asyncio.run(run_simulator_forever(config_from_args(args), lambda line: print(line, flush=True)))
         return EXIT_OK
     if args.command == "demo":
-        from .demo import run_demo
+        from .demo import require_demo_extra, run_demo
+
+        require_demo_extra(embedded_broker=args.mqtt_url is None)
 
         return asyncio.run(
             run_demo(

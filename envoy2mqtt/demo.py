@@ -1,13 +1,15 @@
 """`envoy2mqtt demo`: the simulator in live mode, an MQTT broker, the bridge, and a live summary.
 
-Runs right after a plain `pip install` with nothing else on the machine: the broker is amqtt, embedded,
-unless `--mqtt-url` points at a real one. Ctrl-C stops everything cleanly.
+Runs with nothing else on the machine once the `demo` extra is installed (`pip install 'envoy2mqtt[demo]'`,
+which ./scripts/demo does): the broker is amqtt, embedded, unless `--mqtt-url` points at a real one, and
+the simulator needs cryptography. The daemon needs neither. Ctrl-C stops everything cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import signal
 import socket
@@ -21,6 +23,25 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from .config import CloudSettings, EnvoySettings, MqttSettings, PollingSettings, Settings
+from .errors import ConfigError
+
+DEMO_EXTRA_HINT = "pip install 'envoy2mqtt[demo]' (./scripts/demo installs it in .venv for you)"
+
+
+def require_demo_extra(*, embedded_broker: bool) -> None:
+    """The demo's simulator (cryptography) and embedded broker (amqtt) are the optional `demo` extra."""
+    wanted = ["cryptography", *(["amqtt"] if embedded_broker else [])]
+    missing = []
+    for name in wanted:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            missing.append(name)
+    if missing:
+        raise ConfigError(
+            f"`envoy2mqtt demo` needs the demo extra; missing: {', '.join(missing)}. Install it with "
+            f"{DEMO_EXTRA_HINT}"
+        )
 
 
 def _free_port() -> int:
@@ -115,7 +136,7 @@ async def run_demo(
     print_every: float = 5.0,
 ) -> int:
     from .logging import setup_logging
-    from .simulator import Simulator, SimulatorConfig
+    from .simulator.server import Simulator, SimulatorConfig
     from .supervisor import Daemon
 
     setup_logging("warning", "console", stream=sys.stderr)

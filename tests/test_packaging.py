@@ -1,9 +1,9 @@
 """Packaging files: Dockerfile, .dockerignore, docker-compose.yml, Mosquitto config, systemd unit.
 
-No Docker engine runs here, so the image is not built; instead each piece that can run outside
-Docker runs for real: the HEALTHCHECK command against a real health listener, the ENTRYPOINT
-script under /bin/sh, the compose Mosquitto config under a real mosquitto, the unit under
-systemd-analyze.
+The image itself is built and run by scripts/container-test (it needs a Docker engine, so it is not
+part of this suite); here each piece that can run outside Docker runs for real: the HEALTHCHECK
+command against a real health listener, the ENTRYPOINT script under /bin/sh, the compose Mosquitto
+config under a real mosquitto, the unit under systemd-analyze.
 """
 
 from __future__ import annotations
@@ -69,14 +69,43 @@ def exec_form(args: str) -> list[str]:
     return value
 
 
-def test_every_stage_is_pinned_to_an_exact_slim_python() -> None:
+def build_args() -> dict[str, str]:
+    """ARG name=default, global and per stage."""
+    args: dict[str, str] = {}
+    for arg in instruction("ARG"):
+        name, _, default = arg.partition("=")
+        args.setdefault(name, default.strip('"'))
+    return args
+
+
+def test_every_stage_builds_on_the_base_argument_pinned_to_an_exact_slim_python() -> None:
+    """One PYTHON_IMAGE argument for every stage: the official image by default, a local base on demand."""
     stages = instruction("FROM")
     assert len(stages) >= 2, "multi-stage: a builder and a runtime"
+    assert re.fullmatch(r"python:3\.12\.\d+-slim-bookworm", build_args()["PYTHON_IMAGE"])
     for stage in stages:
-        image = stage.split()[0]
-        assert re.fullmatch(r"python:3\.12\.\d+-slim-bookworm", image), image
+        assert stage.split()[0] == "${PYTHON_IMAGE}", stage
     assert stages[0].endswith(" AS builder")
-    assert any("from=builder" in run for run in instruction("RUN")), "the runtime uses the builder's wheels"
+    assert dockerfile_instructions()[0][0] == "ARG", "the base argument comes before the first FROM"
+
+
+def test_plain_docker_build_works_without_buildkit() -> None:
+    """No `# syntax=` frontend (it is pulled from Docker Hub) and no BuildKit-only `RUN --mount`."""
+    assert not DOCKERFILE.read_text().startswith("# syntax="), "the frontend image would be pulled"
+    assert not any(run.startswith("--") for run in instruction("RUN")), "RUN flags need BuildKit"
+    copies = [copy for copy in instruction("COPY") if copy.startswith("--from=builder")]
+    assert copies == ["--from=builder /opt/envoy2mqtt /opt/envoy2mqtt"], (
+        "the runtime takes the builder's venv"
+    )
+
+
+def test_the_runtime_environment_holds_no_installer_and_no_optional_extra() -> None:
+    (builder_run,) = [run for run in instruction("RUN") if "python3 -m venv /opt/envoy2mqtt" in run]
+    assert "pip uninstall --yes pip setuptools wheel" in builder_run
+    assert "${EXTRAS:+[${EXTRAS}]}" in builder_run, "extras only when asked for"
+    assert build_args()["EXTRAS"] == "", "the default image has no extra (no cryptography, no amqtt)"
+    (runtime_run,) = [run for run in instruction("RUN") if "useradd" in run]
+    assert "site-packages/pip" in runtime_run, "the base image's own pip is removed from the runtime"
 
 
 def test_runtime_runs_as_a_fixed_non_root_user() -> None:
@@ -308,6 +337,10 @@ def test_compose_demo_profile(compose: dict[str, Any]) -> None:
     profile = command[command.index("--profile") + 1]
     assert profile in ("metered-3phase-iq", "metered-1phase-acb", "legacy-unmetered")
     port = command[command.index("--port") + 1]
+
+    # the simulator needs the simulator extra; the bridge's own image does not carry it
+    assert demo["simulator"]["build"]["args"]["EXTRAS"] == "simulator"
+    assert demo["simulator"]["image"] != services["envoy2mqtt"]["image"]
 
     (reader,) = [s for name, s in demo.items() if name != "simulator"]
     env = reader["environment"]

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -556,3 +557,70 @@ def test_python_m_simulator_starts_and_prints_its_urls() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _start_simulate(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """`envoy2mqtt simulate ARGS` as a real subprocess, its temporary files under tmp_path; the banner."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "envoy2mqtt", "simulate", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line.rstrip())
+        if line.startswith("Fault control"):
+            break
+    if not lines or not lines[-1].startswith("Fault control"):
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"simulate ended before its banner: {lines}")
+    return proc, lines
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_simulate_stops_cleanly_on_sigterm_and_sigint(tmp_path: Path, sig: signal.Signals) -> None:
+    """`docker stop` / systemd send SIGTERM: exit 0 and the temporary directory (private keys) is gone."""
+    proc, lines = _start_simulate(tmp_path, "--profile", "metered-3phase-iq")
+    try:
+        ca_file = Path(next(line.split()[-1] for line in lines if line.startswith("Cloud CA file")))
+        temporary = ca_file.parent
+        assert temporary.parent == tmp_path
+        keys = list(temporary.glob("*key*"))
+        assert keys, sorted(p.name for p in temporary.iterdir())
+        proc.send_signal(sig)
+        code = proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0
+    assert not temporary.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("host", "every_interface"), [("0.0.0.0", True), ("127.0.0.1", False), ("::1", False)]
+)
+def test_simulate_prints_the_address_it_really_listens_on(
+    tmp_path: Path, host: str, every_interface: bool
+) -> None:
+    """In a container the simulator binds 0.0.0.0: the banner says so, not only a loopback URL."""
+    proc, lines = _start_simulate(tmp_path, "--profile", "legacy-unmetered", "--host", host)
+    try:
+        listening = next(line for line in lines if line.startswith("Listening on:"))
+        url = next(line.split()[-1] for line in lines if line.startswith("Envoy URL"))
+        port = int(url.rsplit(":", 1)[1])
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        assert listening.split()[2] == shown, listening
+        assert ("every interface" in "\n".join(lines)) is every_interface
+        with urllib.request.urlopen(f"{url}/info", timeout=10) as response:  # the URL works from here
+            assert response.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0

@@ -1,13 +1,39 @@
-"""`envoy2mqtt simulate` / `python -m envoy2mqtt.simulator`: run a simulated Envoy until interrupted."""
+"""`envoy2mqtt simulate` / `python -m envoy2mqtt.simulator`: run a simulated Envoy until SIGINT/SIGTERM.
+
+Building the arguments imports nothing heavy: `envoy2mqtt run` builds the same parser, and the daemon
+must not load the simulator's server (nor cryptography, an optional extra) to do so.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from envoy2mqtt.simulator.server import PROFILES, Simulator, SimulatorConfig
+from envoy2mqtt.errors import ConfigError
+from envoy2mqtt.simulator.site import PROFILES as SITE_PROFILES
+
+if TYPE_CHECKING:
+    from envoy2mqtt.simulator.server import Simulator, SimulatorConfig
+
+PROFILES: tuple[str, ...] = tuple(SITE_PROFILES)
+EXTRA_HINT = "pip install 'envoy2mqtt[simulator]'"
+
+
+def require_simulator_extra(command: str) -> None:
+    """The simulator signs certificates and tokens with cryptography, an optional extra of the package."""
+    try:
+        import cryptography  # noqa: F401
+    except ModuleNotFoundError:
+        raise ConfigError(
+            f"`envoy2mqtt {command}` needs the simulator extra, which is not installed: {EXTRA_HINT} "
+            "(the daemon itself does not need it)"
+        ) from None
 
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +73,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    from envoy2mqtt.simulator.server import SimulatorConfig
+
     return SimulatorConfig(
         capture_dir=args.capture_dir,
         profile=args.profile,
@@ -65,8 +93,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 def describe(sim: Simulator) -> list[str]:
     """What a person needs to point a client at the simulator (its credentials are fake by design)."""
-    lines = [
-        f"Envoy URL:        {sim.url}",
+    lines = [*_listening(sim), f"Envoy URL:        {sim.url}"]
+    lines += [
         f"Envoy serial:     {sim.serial}",
         f"Envoy firmware:   {sim.firmware}",
     ]
@@ -92,20 +120,57 @@ def describe(sim: Simulator) -> list[str]:
     return lines
 
 
+def _listening(sim: Simulator) -> list[str]:
+    """The addresses really bound: a container's 0.0.0.0 is not the loopback the URLs below name."""
+    (envoy_host, envoy_port), (cloud_host, cloud_port) = sim.listening
+    line = f"Listening on:     {_address(envoy_host, envoy_port)} (Envoy), {_address(cloud_host, cloud_port)} (cloud)"
+    if envoy_host in ("0.0.0.0", "::"):  # noqa: S104 - describing the bind, not binding
+        return [
+            line,
+            "                  every interface: from another machine or container use this host's name "
+            "or address; the URLs below are the loopback ones",
+        ]
+    return [line]
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 async def run_simulator_forever(config: SimulatorConfig, print_fn: Callable[[str], object] = print) -> None:
-    """Start the simulator, print how to reach it, and serve until cancelled."""
-    async with Simulator(config) as sim:
-        for line in describe(sim):
-            print_fn(line)
-        await asyncio.Event().wait()
+    """Start the simulator, print how to reach it, and serve until cancelled or SIGINT/SIGTERM.
+
+    A signal ends the wait, so `async with` stops the servers and removes the temporary directory (its
+    private keys included) before the process exits 0: `docker stop` and systemd send SIGTERM.
+    """
+    from envoy2mqtt.simulator.server import Simulator
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        async with Simulator(config) as sim:
+            for line in describe(sim):
+                print_fn(line)
+            await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m envoy2mqtt.simulator", description=__doc__)
     add_simulate_arguments(parser)
-    config = config_from_args(parser.parse_args(argv))
+    args = parser.parse_args(argv)
     try:
-        asyncio.run(run_simulator_forever(config, lambda line: print(line, flush=True)))
-    except KeyboardInterrupt:
-        return 0
+        require_simulator_extra("simulate")
+    except ConfigError as exc:
+        print(f"envoy2mqtt: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_simulator_forever(config_from_args(args), lambda line: print(line, flush=True)))
     return 0

@@ -171,6 +171,7 @@ class Simulator:
         self._cloud_server: asyncio.AbstractServer | None = None
         self._envoy_ssl: ssl.SSLContext | None = None
         self._envoy_port = 0
+        self.listening: list[tuple[str, int]] = []  # (address, port) really bound: Envoy, then cloud
         self._pending_listen: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.controls: SiteControls | None = None
@@ -254,6 +255,9 @@ class Simulator:
         cloud_port = int(cloud_sock.getsockname()[1])
         self._cloud_server = await loop.create_server(cloud_factory, sock=cloud_sock, ssl=cloud_ssl)
 
+        self.listening = [
+            (str(sock.getsockname()[0]), int(sock.getsockname()[1])) for sock in (envoy_sock, cloud_sock)
+        ]
         host = _url_host(config.host)
         self.url = f"{'https' if self.token_auth else 'http'}://{host}:{self._envoy_port}"
         self.cloud_url = f"https://{host}:{cloud_port}"
