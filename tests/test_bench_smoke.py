@@ -58,7 +58,10 @@ def test_cpu_measures_both_sides(broker_available: None) -> None:
 
 def test_memory_samples_the_daemon_and_the_floor(broker_available: None) -> None:
     text = run_bench("memory.py")
-    floor = re.search(r"floor \(bare interpreter, same imports\): ([\d.]+) MB", text)
+    libraries = re.search(r"floor \(a\), bare interpreter, the five libraries only: ([\d.]+) MB", text)
+    floor = re.search(r"floor \(b\), bare interpreter, the daemon's imports: ([\d.]+) MB", text)
+    assert libraries, text
+    assert 10 < float(libraries.group(1)) < float(floor.group(1)) if floor else False, text
     steady = re.search(r"daemon steady state \(.*?(\d+) Envoy requests, exit 0\): ([\d.]+) MB", text)
     soak = re.search(r"soak: (\d+) Envoy requests over a simulated day \(exit 0\)", text)
     assert floor, text
