@@ -11,14 +11,23 @@ availability. It never reads the Envoy and keeps no health score (`poll_health.P
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
 from .clock import Clock
+from .controls.catalog import ControlSpec
 from .model import Payload
-from .mqtt.discovery import GatewayDescription, battery_config, device_id, gateway_config, inverter_config
+from .mqtt.discovery import (
+    GatewayDescription,
+    battery_config,
+    controls_config,
+    controls_config_id,
+    device_id,
+    gateway_config,
+    inverter_config,
+)
 from .mqtt.publisher import Publisher
 from .mqtt.topics import Topics
 
@@ -75,6 +84,8 @@ class Announcer:
         self._gateway_shape: tuple[Any, ...] | None = None  # what the announced gateway config was built from
         self._announced_children: dict[str, Payload] = {}
         self._child_shapes: dict[str, tuple[Any, ...]] = {}  # what each announced config was built from
+        self._controls: tuple[ControlSpec, ...] | None = None  # None: controls never decided
+        self._announced_controls: Payload | None = None
 
     @property
     def serial(self) -> str | None:
@@ -85,7 +96,14 @@ class Announcer:
         if description != self.description:
             self.description = description
             self._announced_gateway = None
+            self._announce_controls()  # the same device block as the gateway (a new firmware, a new name)
         self.log = self.log.bind(serial=description.serial)
+
+    def controls(self, offered: Sequence[ControlSpec]) -> None:
+        """The controls this Envoy offers (README "Controls"), announced on the gateway's device; none
+        (controls off, or nothing the hardware and token allow): the entities of an earlier run go away."""
+        self._controls = tuple(offered)
+        self._announce_controls()
 
     # ------------------------------------------------------------------ states
 
@@ -216,6 +234,22 @@ class Announcer:
                     self.publisher.set_config(self.topics.device_config(device_id(device)), config)
                     self._announced_children[device] = config
                 self._child_shapes[device] = shape
+
+    def _announce_controls(self) -> None:
+        description = self.description
+        if self._controls is None or description is None:
+            return
+        topic = self.topics.device_config(controls_config_id(description.serial))
+        if not self._controls:
+            if not self.discovery:
+                return
+            self.publisher.clear(topic)
+            self._announced_controls = None
+            return
+        config = controls_config(self.topics, description, self._controls)
+        if config != self._announced_controls:
+            self.publisher.set_config(topic, config)
+            self._announced_controls = config
 
 
 def _stable(payload: Payload) -> Payload:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +23,6 @@ from .controls.service import EnvoyControls, retire_controls
 from .errors import MqttError
 from .health import HealthServer
 from .metrics import Metrics
-from .mqtt.discovery import describe_gateway
 from .mqtt.publisher import Publisher
 from .mqtt.topics import Topics
 from .poller import EnvoyPoller
@@ -89,8 +89,7 @@ class Daemon:
                 self.publisher,
                 self.topics,
                 clock,
-                discovery=settings.mqtt.discovery,
-                qos=settings.mqtt.qos,
+                announce=poller.announcer.controls,
             )
             for poller in self.pollers
             if poller.envoy.controls
@@ -128,26 +127,34 @@ class Daemon:
             await self.clock.sleep(5)
 
     async def _controls(self, poller: EnvoyPoller) -> None:
-        """Once the Envoy is connected and probed: its controls (README "Controls"), or with controls
-        off, the removal of any control entity an earlier run announced."""
-        while poller.features is None or poller.serial is None or poller.info is None:
-            await self.clock.sleep(0.5)
-        envoy_id, features, info = poller.serial, poller.features, poller.info
+        """Once the Envoy is connected and probed: its controls (README "Controls"), offered anew after a
+        new probe (a firmware change); with controls off, the removal of what an earlier run announced."""
         controls = self.controls.get(poller.envoy.label)
-        if controls is None:
-            retire_controls(self.publisher, self.topics, envoy_id, discovery=self.settings.mqtt.discovery)
-            return
+        while True:
+            while poller.features is None or poller.serial is None or poller.info is None:
+                await self.clock.sleep(0.5)
+            serial, features, info = poller.serial, poller.features, poller.info
+            if controls is None:
+                retire_controls(self.publisher, self.topics, serial)
+                poller.announcer.controls(())
+                return
 
-        async def run_controls() -> None:
-            await controls.run(
-                envoy_id,
+            run_controls = functools.partial(
+                controls.run,
+                serial,
                 features,
-                describe_gateway(poller.envoy, envoy_id, info),
                 auth_mode=info.auth_mode,
                 token_type=poller.client.auth_status.token_type,
             )
-
-        await supervise(f"controls {poller.envoy.label}", run_controls, self.clock)
+            task = asyncio.create_task(supervise(f"controls {poller.envoy.label}", run_controls, self.clock))
+            try:
+                while poller.features is features:
+                    await self.clock.sleep(1.0)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            log.info("envoy probed again: deciding its controls anew", envoy=poller.envoy.label)
 
     async def run(self) -> int:
         ensure_private_dir(self.settings.state_dir)

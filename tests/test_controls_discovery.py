@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -10,11 +12,15 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from envoy2mqtt.controls.catalog import FIXED_CONTROLS, dry_contact
+from envoy2mqtt.announcer import Announcer
+from envoy2mqtt.clock import SYSTEM_CLOCK
+from envoy2mqtt.controls.catalog import FIXED_CONTROLS, RESERVE_SOC, STORAGE_MODE, dry_contact
 from envoy2mqtt.model import Payload
 from envoy2mqtt.mqtt.discovery import GatewayDescription, controls_config, controls_config_id
+from envoy2mqtt.mqtt.publisher import Publisher
 from envoy2mqtt.mqtt.topics import Topics
 from envoy2mqtt.mqtt.validator import validate_device_discovery
+from tests.conftest import Mosquitto
 
 TOPICS = Topics("envoy2mqtt", "homeassistant")
 GW = GatewayDescription(
@@ -124,3 +130,36 @@ def test_validator_rejects(mutation: Mutation, expected: str) -> None:
     mutation(doc)
     problems = validate_device_discovery(TOPIC, doc)
     assert any(expected in p for p in problems), problems
+
+
+async def test_the_announcer_follows_the_gateway_and_takes_controls_down(mosquitto: Mosquitto) -> None:
+    """Through a real broker: announced on the gateway's device, announced again when the gateway's
+    firmware changes (the same device block as the gateway's own config), cleared when none is offered."""
+    from tests.test_mqtt_publisher import retained, running, settings_for, wait_connected
+
+    settings, topics = settings_for(mosquitto.port)
+    publisher = Publisher(settings, topics)
+    announcer = Announcer(
+        publisher, topics, SYSTEM_CLOCK, discovery=True, system_interval=60, device_interval=300
+    )
+    topic = topics.device_config(controls_config_id(GW.serial))
+    async with running(publisher):
+        await wait_connected(publisher)
+        announcer.controls([STORAGE_MODE, RESERVE_SOC])  # before the gateway is described: waits for it
+        assert (await retained(mosquitto.port, f"{settings.discovery_prefix}/#")) == {}
+        announcer.describe(GW)
+        await publisher.republish_all()
+        kept = await retained(mosquitto.port, f"{settings.discovery_prefix}/#")
+        doc = json.loads(kept[topic])
+        assert validate_device_discovery(topic, doc) == []
+        assert set(doc["components"]) == {"control_storage_mode", "control_reserve_soc"}
+        assert doc["device"]["sw_version"] == "D8.2.4345"
+
+        announcer.describe(dataclasses.replace(GW, firmware="D8.3.5167"))
+        await publisher.republish_all()
+        kept = await retained(mosquitto.port, f"{settings.discovery_prefix}/#")
+        assert json.loads(kept[topic])["device"]["sw_version"] == "D8.3.5167"
+
+        announcer.controls(())
+        await publisher.republish_all()
+        assert topic not in await retained(mosquitto.port, f"{settings.discovery_prefix}/#")

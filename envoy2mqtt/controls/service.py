@@ -1,8 +1,8 @@
 """One Envoy's controls in the daemon: commands in from MQTT, writes through the Envoy client, state out.
 
 Runs only for an `[[envoy]]` with `controls = true`, once the Envoy is connected and probed. It decides
-what is offered (`catalog.decide_offer`), reads every offered control, publishes the retained state and
-the discovery document, then subscribes to `<base>/<envoy>/control/+/set`. The MQTT handler never blocks:
+what is offered (`catalog.decide_offer`), reads every offered control, publishes the retained state,
+hands the offered controls to the announcer (discovery), then subscribes to `<base>/<envoy>/control/+/set`. The MQTT handler never blocks:
 it validates, queues and returns; one worker task carries the commands out one at a time.
 
 Every command leaves exactly one audit log line (`control command`: control, requested value, result,
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -23,7 +23,6 @@ from envoy2mqtt.clock import Clock
 from envoy2mqtt.config import ControlSettings, EnvoySettings
 from envoy2mqtt.errors import EnvoyError, TokenError
 from envoy2mqtt.model import Features
-from envoy2mqtt.mqtt.discovery import GatewayDescription, controls_config, controls_config_id
 from envoy2mqtt.mqtt.publisher import IncomingMessage, Publisher
 from envoy2mqtt.mqtt.topics import Topics
 
@@ -62,8 +61,7 @@ class EnvoyControls:
         topics: Topics,
         clock: Clock,
         *,
-        discovery: bool = True,
-        qos: int = 1,
+        announce: Callable[[Sequence[ControlSpec]], None],
     ) -> None:
         self.envoy = envoy
         self.settings = settings
@@ -71,8 +69,7 @@ class EnvoyControls:
         self.publisher = publisher
         self.topics = topics
         self.clock = clock
-        self.discovery = discovery
-        self.qos = qos
+        self.announce = announce  # the Home Assistant entities of the offered controls (the announcer)
         self.offer = Offer({}, {})
         self.state = ControlState(())
         self._writer = ControlWriter(client, clock)
@@ -89,7 +86,6 @@ class EnvoyControls:
         self,
         envoy_id: str,
         features: Features,
-        description: GatewayDescription,
         *,
         auth_mode: str | None,
         token_type: str | None,
@@ -111,7 +107,7 @@ class EnvoyControls:
             refused=dict(self.offer.refused),
         )
         await self.refresh()
-        self._announce(description)
+        self.announce(list(self.offer.controls.values()))
         commands = self.topics.control_commands(envoy_id)
         self.publisher.subscribe(commands, self.handle_message, qos=1)
         try:
@@ -128,16 +124,6 @@ class EnvoyControls:
         except (EnvoyError, TokenError) as exc:
             log.warning("dry contacts could not be read", envoy=self.envoy.label, reason=str(exc))
             return []
-
-    def _announce(self, description: GatewayDescription) -> None:
-        if not self.discovery:
-            return
-        topic = self.topics.device_config(controls_config_id(self._envoy_id))
-        if self.offer.controls:
-            specs = [self.offer.controls[name] for name in self.offer.controls]
-            self.publisher.set_config(topic, controls_config(self.topics, description, specs, qos=self.qos))
-        else:
-            self.publisher.clear(topic)
 
     def _publish_state(self) -> None:
         pending: dict[str, Value] = {c.control: c.value for c in self._queue.waiting.values()}
@@ -321,8 +307,7 @@ def shown_payload(payload: bytes, limit: int = 32) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def retire_controls(publisher: Publisher, topics: Topics, envoy_id: str, *, discovery: bool) -> None:
-    """Controls off: take down the state and entities a run with controls on may have left on the broker."""
+def retire_controls(publisher: Publisher, topics: Topics, envoy_id: str) -> None:
+    """Controls off: take down the state a run with controls on may have left on the broker (the
+    announcer takes down the entities)."""
     publisher.clear(topics.control_state(envoy_id))
-    if discovery:
-        publisher.clear(topics.device_config(controls_config_id(envoy_id)))
