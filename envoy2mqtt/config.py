@@ -229,6 +229,18 @@ class ControlSettings(_Section):
     refresh_interval: float = Field(300, ge=1, le=86400, description="re-read every control this often")
 
 
+class FleetSettings(_Section):
+    """Fleet health: stale devices and underperforming microinverters (README "Fleet health")."""
+
+    enabled: bool = True  # judge microinverters against their siblings (counts and stale devices always)
+    report_period: float = Field(300, ge=60, le=3600)  # seconds between microinverter reports
+    min_site_output: float = Field(10, ge=1, le=90)  # % of capacity below which nothing is judged
+    threshold: float = Field(75, ge=10, le=99)  # % of the siblings' median output that counts as low
+    window: int = Field(12, ge=1, le=288)  # judged reports averaged per microinverter
+    consecutive: int = Field(3, ge=1, le=100)  # low reports in a row to flag (and good ones to clear)
+    min_inverters: int = Field(4, ge=3, le=10000)  # siblings needed before anyone is judged
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -245,6 +257,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     health: HealthSettings = HealthSettings()
     controls: ControlSettings = ControlSettings()
+    fleet: FleetSettings = FleetSettings()
     envoy: list[EnvoySettings] = Field(default_factory=list)
 
     _toml_path: ClassVar[Path | None] = None

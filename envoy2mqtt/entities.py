@@ -12,7 +12,7 @@ from typing import Literal
 
 from envoy2mqtt.model import BATTERY_STATES, METERING_STATUSES
 
-Component = Literal["system", "gateway", "inverter", "battery", "meter"]
+Component = Literal["system", "gateway", "health", "inverter", "battery", "meter"]
 Platform = Literal["sensor", "binary_sensor"]
 ValueKind = Literal["number", "integer", "bool", "text", "time", "list", "enum"]
 
@@ -83,6 +83,7 @@ SYSTEM: tuple[Entity, ...] = (
         state_class="measurement",
         precision=0,
     ),
+    Entity("on_grid", "Grid", kind="bool", platform="binary_sensor", device_class="connectivity"),
 )
 
 GATEWAY: tuple[Entity, ...] = (
@@ -124,7 +125,15 @@ GATEWAY: tuple[Entity, ...] = (
     ),
     Entity("token_expires_at", "Token expiry", kind="time", device_class="timestamp", diagnostic=True),
     Entity("last_poll_ok", "Last successful poll", kind="time", device_class="timestamp", diagnostic=True),
-    Entity("last_error", "Last error", kind="text", diagnostic=True, icon="mdi:alert-circle-outline"),
+    Entity(
+        "last_error",
+        "Last error",
+        kind="text",
+        diagnostic=True,
+        icon="mdi:alert-circle-outline",
+        # the payload keeps JSON null while all is well; Home Assistant would show that as "unknown"
+        template="{{ value_json.last_error if value_json.last_error is not none else 'OK' }}",
+    ),
     Entity(
         "poll_duration",
         "Poll duration",
@@ -134,6 +143,51 @@ GATEWAY: tuple[Entity, ...] = (
         precision=2,
         diagnostic=True,
     ),
+)
+
+
+def _count(key: str, name: str, icon: str, **kw: object) -> Entity:
+    return Entity(key, name, kind="integer", state_class="measurement", icon=icon, **kw)  # type: ignore[arg-type]
+
+
+def _stale(key: str, name: str) -> Entity:
+    return Entity(
+        key,
+        name,
+        kind="list",
+        state_class="measurement",
+        icon="mdi:timer-sand-empty",
+        template=f"{{{{ value_json.{key} | length }}}}",
+    )
+
+
+# Fleet health, on the gateway device: `<base>/<envoy>/health` (README "Fleet health").
+HEALTH: tuple[Entity, ...] = (
+    _count("inverters_provisioned", "Microinverters provisioned", "mdi:solar-panel", diagnostic=True),
+    _count("inverters_communicating", "Microinverters communicating", "mdi:lan-connect"),
+    _count("inverters_reporting", "Microinverters reporting", "mdi:solar-panel"),
+    _stale("inverters_stale", "Stale microinverters"),
+    _count("inverters_underperforming", "Underperforming microinverters", "mdi:solar-panel-large"),
+    Entity(
+        "underperforming_serials",
+        "Underperforming serials",
+        kind="list",
+        diagnostic=True,
+        enabled=False,
+        template="{{ value_json.underperforming_serials | join(', ') }}",
+    ),
+    Entity(
+        "site_output",
+        "Output of capacity",
+        unit="%",
+        state_class="measurement",
+        precision=0,
+        icon="mdi:gauge",
+    ),
+    _count("batteries_provisioned", "Batteries provisioned", "mdi:home-battery", diagnostic=True),
+    _count("batteries_communicating", "Batteries communicating", "mdi:lan-connect"),
+    _count("batteries_reporting", "Batteries reporting", "mdi:home-battery"),
+    _stale("batteries_stale", "Stale batteries"),
 )
 
 INVERTER: tuple[Entity, ...] = (
@@ -223,6 +277,17 @@ INVERTER: tuple[Entity, ...] = (
         state_class="measurement",
         precision=0,
         diagnostic=True,
+    ),
+    Entity(
+        "relative_output",
+        "Relative output",
+        unit="%",
+        state_class="measurement",
+        precision=0,
+        icon="mdi:scale-balance",
+    ),
+    Entity(
+        "underperforming", "Underperforming", kind="bool", platform="binary_sensor", device_class="problem"
     ),
 )
 
@@ -352,6 +417,7 @@ METER: tuple[Entity, ...] = (
 TABLES: dict[str, tuple[Entity, ...]] = {
     "system": SYSTEM,
     "gateway": GATEWAY,
+    "health": HEALTH,
     "inverter": INVERTER,
     "battery": BATTERY,
     "meter": METER,

@@ -58,6 +58,7 @@ class Features:
     acb_count: int = 0
     iq_batteries: bool = False  # Encharge / IQ Battery in /ivp/ensemble/inventory
     enpower: bool = False
+    grid_relay: bool = False  # an Enpower or IQ Meter Collar reports the grid relay (on/off grid)
     detailed_inverters: bool = False  # /ivp/pdm/device_data usable (<= 50 devices)
     inventory: bool = False  # /inventory.json answered
 
@@ -129,6 +130,7 @@ class SystemReading(_Reading):
     battery_power: float | None = None
     battery_energy_available: float | None = None
     phases: PhaseValues | None = None
+    on_grid: bool | None = None  # the grid relay (Enpower / Meter Collar), absent without one
     problems: tuple[str, ...] = ()  # why a value is null; the poller logs each once
 
 

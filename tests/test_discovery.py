@@ -20,7 +20,17 @@ from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 import envoy2mqtt
-from envoy2mqtt.entities import BATTERY, GATEWAY, INVERTER, METER, METER_LABELS, SYSTEM, TABLES, Entity
+from envoy2mqtt.entities import (
+    BATTERY,
+    GATEWAY,
+    HEALTH,
+    INVERTER,
+    METER,
+    METER_LABELS,
+    SYSTEM,
+    TABLES,
+    Entity,
+)
 from envoy2mqtt.model import CT_TYPES, PHASE_NAMES, Payload
 from envoy2mqtt.mqtt.discovery import (
     GatewayDescription,
@@ -77,8 +87,11 @@ def gateway_doc(
     system: Payload | None = None,
     gateway: Payload | None = None,
     meters: dict[str, Payload] | None = None,
+    health: Payload | None = None,
 ) -> Payload:
-    return gateway_config(TOPICS, GW, system, gateway, meters or {}, SYSTEM_INTERVAL, DEVICE_INTERVAL)
+    return gateway_config(
+        TOPICS, GW, system, gateway, meters or {}, SYSTEM_INTERVAL, DEVICE_INTERVAL, health=health
+    )
 
 
 def check(doc: Payload, serial: str = GW.serial) -> None:
@@ -671,7 +684,7 @@ def three_phase_site() -> Payload:
     system = full(SYSTEM, phases=3)
     gateway = full(GATEWAY) | {"auth_mode": "token", "token_type": "owner"}
     meters = {ct: full(METER, phases=3) for ct in ("production", "net-consumption", "storage")}
-    return gateway_doc(system, gateway, meters)
+    return gateway_doc(system, gateway, meters, full(HEALTH))
 
 
 def unmetered_site() -> Payload:
@@ -729,7 +742,7 @@ def test_discovery_snapshot(name: str, json_snapshot: SnapshotAssertion) -> None
 
 
 def test_tables_cover_every_component() -> None:
-    assert set(TABLES) == {"system", "gateway", "inverter", "battery", "meter"}
+    assert set(TABLES) == {"system", "gateway", "health", "inverter", "battery", "meter"}
 
 
 async def test_discovery_through_a_real_broker(mosquitto: Mosquitto) -> None:

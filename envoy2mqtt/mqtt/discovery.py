@@ -21,7 +21,7 @@ from typing import Any
 import envoy2mqtt
 from envoy2mqtt.config import EnvoySettings
 from envoy2mqtt.controls.catalog import ControlSpec
-from envoy2mqtt.entities import BATTERY, GATEWAY, INVERTER, METER, METER_LABELS, SYSTEM, Entity
+from envoy2mqtt.entities import BATTERY, GATEWAY, HEALTH, INVERTER, METER, METER_LABELS, SYSTEM, Entity
 from envoy2mqtt.model import PHASE_NAMES, EnvoyInfo, Payload
 from envoy2mqtt.mqtt.topics import Topics, sanitize_segment
 
@@ -69,9 +69,10 @@ def gateway_config(
     system_interval: float,
     device_interval: float,
     *,
+    health: Payload | None = None,
     qos: int = 1,
 ) -> Payload:
-    """The gateway device: its system, gateway-diagnostic and CT meter entities."""
+    """The gateway device: its system, gateway-diagnostic, fleet health and CT meter entities."""
     serial = sanitize_segment(gw.serial)
     system_expiry = _expiry(system_interval)
     gateway_expiry = _expiry(max(device_interval, system_interval))
@@ -95,6 +96,7 @@ def gateway_config(
 
     add(SYSTEM, system, topics.system(gw.serial), system_expiry)
     add(GATEWAY, gateway, topics.gateway(gw.serial), gateway_expiry)
+    add(HEALTH, health, topics.health(gw.serial), _expiry(max(device_interval, system_interval)))
     for ct_type in sorted(meters):
         label = METER_LABELS.get(ct_type, f"{ct_type} CT")
         prefix = f"{sanitize_segment(ct_type).replace('-', '_')}_ct_"

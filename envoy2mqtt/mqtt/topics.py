@@ -41,6 +41,24 @@ class Topics:
     def gateway(self, envoy: str) -> str:
         return f"{self._envoy(envoy)}/gateway"
 
+    def health(self, envoy: str) -> str:
+        return f"{self._envoy(envoy)}/health"
+
+    @property
+    def bridge_info(self) -> str:
+        return f"{self.base}/bridge/info"
+
+    @property
+    def bridge_requests(self) -> str:
+        """The filter for every bridge request: ``<base>/bridge/request/#`` (commands may have levels)."""
+        return f"{self.base}/bridge/request/#"
+
+    def bridge_request(self, command: str) -> str:
+        return f"{self.base}/bridge/request/{command}"
+
+    def bridge_response(self, command: str) -> str:
+        return f"{self.base}/bridge/response/{command}"
+
     def inverter(self, envoy: str, serial: str) -> str:
         return f"{self._envoy(envoy)}/inverter/{sanitize_segment(serial)}"
 

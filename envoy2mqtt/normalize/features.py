@@ -14,6 +14,7 @@ from envoy2mqtt.model import CT_TYPES, CtType, EnvoyInfo, Features
 
 from . import quirks
 from ._values import as_list, as_mapping, is_error_body, mappings, number, text
+from .grid import has_grid_relay
 
 # /ivp/pdm/device_data reports at most this many devices; beyond, /api/v1/production/inverters is used.
 DEVICE_DATA_MAX_INVERTERS = 50
@@ -141,6 +142,7 @@ def detect_features(info: EnvoyInfo, bodies: Mapping[str, Any]) -> Features:
     ensemble_inventory = usable.get(endpoints.ENSEMBLE_INVENTORY)
     iq_batteries = _group_has_devices(ensemble_inventory, "ENCHARGE")
     enpower = _group_has_devices(ensemble_inventory, "ENPOWER")
+    grid_relay = has_grid_relay(ensemble_inventory)
 
     paths = set(usable)
     if endpoints.API_V1_PRODUCTION in paths and (
@@ -174,6 +176,7 @@ def detect_features(info: EnvoyInfo, bodies: Mapping[str, Any]) -> Features:
         acb_count=acb_count,
         iq_batteries=iq_batteries,
         enpower=enpower,
+        grid_relay=grid_relay,
         detailed_inverters=detailed_inverters,
         inventory=endpoints.INVENTORY in usable,
     )

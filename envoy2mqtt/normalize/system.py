@@ -33,6 +33,7 @@ from ._values import (
     round_value,
     text,
 )
+from .grid import grid_state
 
 ProductionSource = Literal["eim", "v1", "inverters", "html", "none"]
 
@@ -383,6 +384,8 @@ def normalize_system(raw: RawSystemData, info: EnvoyInfo, features: Features) ->
         _battery(raw, features, out)
     if features.phase_count > 1 and (features.production_ct or consumption):
         _phases(raw, info, features, out)
+    if features.grid_relay:
+        out.put("on_grid", grid_state(raw.ensemble_inventory))
     if raw.production_json is not None and as_mapping(raw.production_json) is None:
         out.problems.add("production.json: not a JSON object")
     return SystemReading(present=frozenset(out.present), problems=out.problems.tuple(), **out.values)

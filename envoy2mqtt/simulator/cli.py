@@ -70,6 +70,24 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--relay-seconds", type=float, default=0.0, help="seconds the grid relay takes to follow a write"
     )
+    parser.add_argument(
+        "--shade",
+        action="append",
+        default=[],
+        type=_shade,
+        metavar="SERIAL=OUTPUT",
+        help="a shaded or failing microinverter: it makes OUTPUT (0-1) of its share (repeatable)",
+    )
+
+
+def _shade(text: str) -> tuple[str, float]:
+    serial, sep, output = text.partition("=")
+    try:
+        if not sep or not serial:
+            raise ValueError
+        return serial.strip(), float(output)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SERIAL=OUTPUT, e.g. 122310000003=0.4") from None
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -88,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         time_scale=args.time_scale,
         enpower=args.enpower,
         relay_seconds=args.relay_seconds,
+        shade=tuple(args.shade),
     )
 
 
@@ -115,7 +134,8 @@ def describe(sim: Simulator) -> list[str]:
         f"Cloud CA file:    {sim.ca_file}",
         f"Enlighten user:   {sim.enlighten_username}",
         f"Enlighten pass:   {sim.enlighten_password}",
-        f"Fault control:    POST {sim.url}/__sim/faults, GET {sim.url}/__sim/stats",
+        f"Fault control:    POST {sim.url}/__sim/faults, POST {sim.url}/__sim/site, "
+        f"GET {sim.url}/__sim/stats",
     ]
     return lines
 

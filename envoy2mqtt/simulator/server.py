@@ -14,6 +14,11 @@ Control (no auth, loopback peers only), on the Envoy port:
   POST /__sim/controls {"behaviour": "applied"|"ignored"|"revert"|"reject", "controls": [...],
                         "revert_seconds": S, "reject_status": 4xx, "relay_seconds": S,
                         "dry_contact_settle_seconds": S, "opt_schedules": bool}  (simulator/controls.py)
+  POST /__sim/site    generated sites only: {"inverter": serial, "output": 0-1.5, "reporting": bool,
+                      "silent_for": S} (shade or fail one microinverter, or make it stop reporting, S
+                      seconds ago), {"weather": "cloudy"|"clear"} (cloudy: a cloud layer and every
+                      microinverter its own share of it), {"on_grid": bool} (the IQ System Controller's
+                      relay, with `enpower`: a grid outage)
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ class SimulatorConfig:
     relay_seconds: float = 0.0  # how long the grid relay takes to follow a write
     dry_contact_settle_seconds: float = 0.0  # dry contacts read "open" this long after a write
     opt_schedules: bool = False  # the tariff's opt_schedules: mode writes answered 200 and ignored
+    shade: tuple[tuple[str, float], ...] = ()  # generated sites: (microinverter serial, output 0-1)
 
 
 def firmware_version(software: str) -> tuple[int, ...]:
@@ -130,9 +136,15 @@ def _build_source(config: SimulatorConfig, time: SimulatedTime) -> EnvoySource:
         raise ConfigError(
             f"unknown simulator profile {config.profile!r}; choose one of {', '.join(PROFILES)}"
         )
-    return GeneratedSite(
+    site = GeneratedSite(
         config.profile, time, inverters=config.scale, serial=config.serial, enpower=config.enpower
     )
+    for serial, output in config.shade:
+        try:
+            site.model.set_inverter(serial, output=output)
+        except ValueError as exc:
+            raise ConfigError(f"--shade: {exc}") from None
+    return site
 
 
 class Simulator:
@@ -206,6 +218,8 @@ class Simulator:
                 dry_contact_settle_seconds=config.dry_contact_settle_seconds,
                 opt_schedules=config.opt_schedules,
             )
+            controls = self.controls
+            self._source.relay_state = lambda: str(controls.snapshot()["mains_oper_state"])
         self._tmp = Path(tempfile.mkdtemp(prefix="envoy2mqtt-sim-"))
         tls = generate_tls_material(self._tmp, [config.host])
         self.ca_file = tls.ca_file
@@ -517,7 +531,50 @@ class Simulator:
             except (ValueError, KeyError, TypeError) as exc:
                 return web.json_response({"error": str(exc)}, status=400)
             return web.json_response({"ok": True, "faults": self.faults.snapshot()})
+        if request.path == "/__sim/site" and request.method == "POST":
+            return await self._control_site(request)
         return web.json_response({"error": "unknown control endpoint"}, status=404)
+
+    async def _control_site(self, request: web.Request) -> web.StreamResponse:
+        source = self._source
+        if not isinstance(source, GeneratedSite):
+            return web.json_response({"error": "only generated sites take site changes"}, status=400)
+        model = source.model
+        try:
+            body = json.loads(await request.text())
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+            if "inverter" in body:
+                output = body.get("output")
+                reporting = body.get("reporting")
+                if reporting is not None and not isinstance(reporting, bool):
+                    raise ValueError("reporting must be true or false")
+                model.set_inverter(
+                    str(body["inverter"]),
+                    output=None if output is None else float(output),
+                    reporting=reporting,
+                )
+            if "weather" in body:
+                if body["weather"] not in ("cloudy", "clear"):
+                    raise ValueError("weather must be 'cloudy' or 'clear'")
+                model.cloudy = body["weather"] == "cloudy"
+            if "on_grid" in body:
+                if not isinstance(body["on_grid"], bool):
+                    raise ValueError("on_grid must be true or false")
+                if self.controls is None or not source.enpower:
+                    raise ValueError("on_grid needs an IQ System Controller (enpower)")
+                self.controls.set_value("grid_relay", "closed" if body["on_grid"] else "open")
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(
+            {
+                "ok": True,
+                "output": model.output_factor,
+                "silent": sorted(model.silent_since),
+                "cloudy": model.cloudy,
+                "on_grid": source.relay_state() == "closed",
+            }
+        )
 
     async def _control_offline(self, request: web.Request, options: dict[str, Any]) -> web.StreamResponse:
         """Answer first, then go offline; with `seconds`, come back by itself (HTTP cannot clear it)."""

@@ -9,7 +9,9 @@ that state as the endpoints of the chosen profile. Sign conventions follow the E
 from __future__ import annotations
 
 import math
+import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -198,6 +200,11 @@ class SiteModel:
         for index in range(battery_count):
             self.battery_phase_share[index % profile.phases] += 1.0 / battery_count
         self.phases = profile.phases
+        # Injected faults (`POST /__sim/site`): per-inverter output factors (shade, a failing unit),
+        # inverters that stopped reporting (serial -> simulated time they went silent), scattered clouds.
+        self.output_factor: dict[str, float] = {}
+        self.silent_since: dict[str, float] = {}
+        self.cloudy = False
 
         # state at local midnight of the start day, then integrated up to `start`
         midnight = self._local_midnight(start)
@@ -261,7 +268,10 @@ class SiteModel:
         return max(80.0, self.profile.base_load + morning + evening + wiggle)
 
     def inverter_watts(self, inverter: Inverter, t: float) -> float:
-        return inverter.rating * self.sun(t)
+        watts = inverter.rating * self.sun(t) * self.output_factor.get(inverter.serial, 1.0)
+        if self.cloudy:
+            watts *= _scatter(inverter.device_id, t)
+        return watts
 
     # --- integration -------------------------------------------------------------------------
 
@@ -327,13 +337,44 @@ class SiteModel:
         return round(100 * self.battery_energy / self.battery_capacity)
 
     def last_report(self, inverter: Inverter, t: float) -> int:
+        silent = self.silent_since.get(inverter.serial)
+        if silent is not None:
+            t = min(t, silent)
         return int((t - inverter.report_offset) // _REPORT_PERIOD * _REPORT_PERIOD + inverter.report_offset)
+
+    def set_inverter(
+        self, serial: str, *, output: float | None = None, reporting: bool | None = None
+    ) -> None:
+        """Shade or fail one microinverter (`output` 0-1 of what it would make) or make it stop reporting."""
+        if serial not in {inv.serial for inv in self.inverters}:
+            raise ValueError(f"no microinverter {serial!r} at this site")
+        if output is not None:
+            if not 0 <= output <= 1.5:
+                raise ValueError("output must be between 0 and 1.5")
+            self.output_factor[serial] = output
+        if reporting is True:
+            self.silent_since.pop(serial, None)
+        elif reporting is False:
+            self.silent_since.setdefault(serial, self.t)
 
     def reported_watts(self, inverter: Inverter, t: float) -> int:
         return round(self.inverter_watts(inverter, self.last_report(inverter, t)))
 
     def share(self, inverter: Inverter) -> float:
         return inverter.rating / self.capacity
+
+
+def _scatter(device_id: int, t: float) -> float:
+    """A cloudy day: a cloud layer letting 40-100 % of the sun through, new every report period, and under
+    it each microinverter its own 55-100 % (cloud edges, the units' staggered report times)."""
+    slot = int(t // _REPORT_PERIOD)
+    layer = 0.4 + 0.6 * _noise(f"layer:{slot}")
+    return layer * (0.55 + 0.45 * _noise(f"{device_id}:{slot}"))
+
+
+def _noise(seed: str) -> float:
+    """A repeatable pseudo-random number in [0, 1) (the simulator stays deterministic)."""
+    return random.Random(seed).random()
 
 
 # ------------------------------------------------------------------------------------------------ views
@@ -380,6 +421,8 @@ class GeneratedSite:
         # An IQ System Controller (Enpower) in /ivp/ensemble/inventory; its relay and dry contacts are
         # served by simulator/controls.py.
         self.enpower = enpower and self.profile.ensemble
+        # The relay's operating state, "closed" (on grid) or "open"; the simulator hands in its controls'.
+        self.relay_state: Callable[[], str] = lambda: "closed"
         self._serial = serial or self.profile.serial
         self._time = time
         # A static site is frozen at half past noon of the start day, so it shows sun and load.
@@ -709,7 +752,7 @@ class GeneratedSite:
                     "chaneid": 1627390225 + index * 16,
                     "device_control": [{"gficlearset": False}],
                     "producing": producing,
-                    "communicating": True,
+                    "communicating": inv.serial not in model.silent_since,
                     "provisioned": True,
                     "operating": True,
                     "phase": _PHASE_NAMES[inv.phase],
@@ -916,6 +959,8 @@ class GeneratedSite:
 
     def _enpower_group(self, now: float) -> dict[str, Any]:
         installed = int(self.model.t) - 2 * 365 * 86400
+        relay = self.relay_state()
+        grid_mode = "multimode-ongrid" if relay == "closed" else "multimode-offgrid"
         device = {
             "part_num": "860-00276-r28",
             "serial_num": f"4822{self.profile.serial_code}00001",
@@ -923,7 +968,7 @@ class GeneratedSite:
             "device_status": ["envoy.global.ok"],
             "last_rpt_date": int(now) - 30,
             "admin_state": 24,
-            "admin_state_str": "ENPWR_STATE_OPER_CLOSED",
+            "admin_state_str": "ENPWR_STATE_OPER_CLOSED" if relay == "closed" else "ENPWR_STATE_OPER_OPEN",
             "created_date": installed,
             "img_load_date": installed,
             "img_pnum_running": "1.2.2064_release/20.34",
@@ -931,10 +976,10 @@ class GeneratedSite:
             "temperature": 26,
             "comm_level_sub_ghz": 5,
             "comm_level_2_4_ghz": 5,
-            "mains_admin_state": "closed",
-            "mains_oper_state": "closed",
-            "Enpwr_grid_mode": "multimode-ongrid",
-            "Enchg_grid_mode": "multimode-ongrid",
+            "mains_admin_state": relay,
+            "mains_oper_state": relay,
+            "Enpwr_grid_mode": grid_mode,
+            "Enchg_grid_mode": grid_mode,
             "Enpwr_relay_state_bm": 112,
             "Enpwr_curr_state_id": 16,
         }
