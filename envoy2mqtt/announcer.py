@@ -78,6 +78,7 @@ class Announcer:
         self.meter_payloads: dict[str, Payload] = {}
         self.inverter_payloads: dict[str, Payload] = {}
         self.battery_payloads: dict[str, Payload] = {}
+        self.health_payload: Payload | None = None
         self._gateway_published: Payload | None = None
         self._gateway_published_at = -math.inf
         self._announced_gateway: Payload | None = None
@@ -144,6 +145,12 @@ class Announcer:
         self.battery_payloads = batteries
         self._announce_children()
 
+    def health(self, health: Payload, gateway: Payload) -> None:
+        """Fleet health after a device cycle (`<base>/<envoy>/health`); its entities are the gateway's."""
+        self.health_payload = health
+        self.publisher.publish(self.topics.health(self._serial()), health)
+        self._announce_gateway(gateway)
+
     def gateway(self, payload: Payload, *, force: bool = False) -> None:
         """The gateway object: on change, on `force`, else every GATEWAY_REPUBLISH_INTERVAL."""
         if self.description is None:
@@ -198,6 +205,7 @@ class Announcer:
             payload_shape(self.system_payload),
             payload_shape(gateway),
             tuple((ct, payload_shape(p)) for ct, p in sorted(self.meter_payloads.items())),
+            payload_shape(self.health_payload),
         )
         if shape == self._gateway_shape and self._announced_gateway is not None:
             return
@@ -210,6 +218,7 @@ class Announcer:
             self.meter_payloads,
             self.system_interval,
             self.device_interval,
+            health=self.health_payload,
         )
         if config != self._announced_gateway:
             self.publisher.set_config(self.topics.device_config(device_id(description.serial)), config)

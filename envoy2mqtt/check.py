@@ -10,6 +10,7 @@ from .config import EnvoySettings, Settings
 from .envoy import endpoints
 from .envoy.client import EnvoyClient
 from .errors import EnvoyAuthError, EnvoyError
+from .fleet import FleetAnalysis, sample_of
 from .gateway import build_gateway_payload
 from .model import Features
 from .normalize import normalize_devices, normalize_meters, normalize_system
@@ -84,6 +85,10 @@ async def check_envoy(
         system = normalize_system(raw_system, info, features)
         meters = normalize_meters(raw_system, features)
         devices = normalize_devices(raw_device_data(device_cycle.bodies), features)
+        # fleet health as the daemon's first device cycle judges it (one report: no flag yet)
+        fleet = FleetAnalysis(settings.fleet).update(
+            [sample_of(r) for r in devices.inverters], [sample_of(b) for b in devices.batteries]
+        )
         gateway = build_gateway_payload(
             info.serial,
             info,
@@ -119,7 +124,8 @@ async def check_envoy(
             "gateway": gateway,
             "system": system.payload(),
             "meters": {m.ct_type: m.payload() for m in meters},
-            "inverters": {r.serial: r.payload() for r in devices.inverters},
+            "inverters": {r.serial: r.payload() | fleet.inverter_keys(r.serial) for r in devices.inverters},
+            "health": fleet.payload(),
             "batteries": {r.serial: r.payload() for r in devices.batteries},
             "problems": problems,
         }

@@ -3,6 +3,8 @@
 - ``GET /healthz``: 200 ``{"status": "ok"}``. Answering at all proves the event loop runs.
 - ``GET /readyz``: 200 or 503 with the JSON the readiness callback returns (which part is not ready).
 - ``GET /metrics``: the Prometheus text format.
+- ``GET /`` and ``GET /status.json``: the status page and what it shows (``statuspage``), when the
+  daemon hands in a status source.
 
 It binds 127.0.0.1 unless configured otherwise: the container image sets 0.0.0.0 on purpose.
 """
@@ -10,8 +12,9 @@ It binds 127.0.0.1 unless configured otherwise: the container image sets 0.0.0.0
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, Final
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from aiohttp import web
@@ -19,6 +22,10 @@ from aiohttp import web
 from .config import HealthSettings
 from .logging import redact
 from .metrics import CONTENT_TYPE, Metrics
+from .statuspage import CONTENT_SECURITY_POLICY, PAGE, status_document
+
+if TYPE_CHECKING:
+    from .bridge import EnvoyStatus
 
 __all__ = ["HealthServer", "Readiness"]
 
@@ -44,7 +51,9 @@ class HealthServer:
         readiness: Readiness,
         *,
         port: int | None = None,
+        status: Callable[[], Sequence[EnvoyStatus]] | None = None,
     ) -> None:
+        self._status = status
         self._settings = settings
         self._metrics = metrics
         self._readiness = readiness
@@ -58,6 +67,9 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_page)
+        if self._status is not None:
+            app.router.add_get("/", self._status_page)
+            app.router.add_get("/status.json", self._status_json)
         return app
 
     async def start(self) -> None:
@@ -114,3 +126,16 @@ class HealthServer:
         # set the header whole: aiohttp's content_type/charset arguments cannot carry "version="
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
+
+    async def _status_page(self, _request: web.Request) -> web.Response:
+        headers = {
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+        return web.Response(text=PAGE, content_type="text/html", headers=headers)
+
+    async def _status_json(self, _request: web.Request) -> web.Response:
+        assert self._status is not None
+        return _json_response(status_document(self._status(), time.time()), 200)

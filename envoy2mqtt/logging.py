@@ -326,6 +326,30 @@ def setup_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None 
     )
 
 
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+def log_level() -> str:
+    """The level in force now, by name (`debug`, `info`, `warning`, `error`)."""
+    level = logging.getLogger().getEffectiveLevel()
+    for name in LOG_LEVELS:
+        if _LEVELS[name] == level:
+            return name
+    return logging.getLevelName(level).lower()
+
+
+def set_log_level(level: str) -> str:
+    """Change the level at run time (the bridge's `log_level` request); returns the previous level.
+
+    Every structlog logger filters through the standard library's root level, so this one call is enough.
+    """
+    if level not in LOG_LEVELS:
+        raise ValueError(f"unknown log level {level!r}: use one of {', '.join(LOG_LEVELS)}")
+    previous = log_level()
+    logging.getLogger().setLevel(_LEVELS[level])
+    return previous
+
+
 def uninstall_logging() -> None:
     """Remove the handler installed by setup_logging (tests, embedding) and reset structlog."""
     global _installed_handler

@@ -31,6 +31,7 @@ from .entities import daily_keys, lifetime_keys
 from .envoy import endpoints
 from .envoy.client import EnvoyClient
 from .errors import BadEnvoyData, EnvoyError, EnvoyHttpError, EnvoyUnreachable, TokenError, short_error
+from .fleet import FleetAnalysis, FleetVerdict, sample_of
 from .gateway import build_gateway_payload
 from .metrics import Metrics, error_kind
 from .model import EnvoyInfo, Features, Payload
@@ -148,6 +149,11 @@ class EnvoyPoller:
             on_availability=self.announcer.availability,
         )
         self._problems = {"system": _Once(), "devices": _Once(), "firmware": _Once()}
+        self.fleet = FleetAnalysis(settings.fleet)
+        self.fleet_verdict: FleetVerdict | None = None
+        # When each cadence's last poll started (monotonic): the bridge's `poll` request keeps its floor.
+        self.poll_started: dict[str, float] = {}
+        self._cycle_locks = {"system": asyncio.Lock(), "devices": asyncio.Lock()}
 
     # ------------------------------------------------------------------ views for the daemon and tests
 
@@ -174,6 +180,10 @@ class EnvoyPoller:
     @property
     def battery_payloads(self) -> dict[str, Payload]:
         return self.announcer.battery_payloads
+
+    @property
+    def health_payload(self) -> Payload | None:
+        return self.announcer.health_payload
 
     def ready(self) -> tuple[bool, str]:
         return self.health.ready()
@@ -288,10 +298,34 @@ class EnvoyPoller:
 
     # ------------------------------------------------------------------ the cadences' ticks
 
-    async def _system_tick(self) -> None:
-        if self.health.breaker_open():
+    async def poll_now(self, cadence: str) -> None:
+        """One poll of `cadence` ("system" or "devices") now, as the bridge's `poll` request asks.
+
+        It runs as a scheduled tick would (the breaker aside) and raises the poll's failure, so that the
+        request can answer with it; the cadence's lock keeps it from overlapping a scheduled tick.
+        """
+        if self.info is None or self.features is None:
+            raise EnvoyUnreachable("the Envoy is not connected yet")
+        failures = self.health.failures
+        if cadence == "system":
+            await self._system_tick(requested=True)
+        else:
+            await self._device_tick(requested=True)
+        if self.health.failures > failures and self.health.last_error:
+            raise EnvoyError(self.health.last_error)
+
+    def refresh_gateway(self) -> None:
+        """Publish the gateway object now (after a token refresh the bridge API asked for)."""
+        self._publish_gateway(force=True)
+
+    async def _system_tick(self, requested: bool = False) -> None:
+        if self.health.breaker_open() and not requested:
             return
-        started = self.clock.monotonic()
+        async with self._cycle_locks["system"]:
+            await self._system_cycle()
+
+    async def _system_cycle(self) -> None:
+        started = self.poll_started["system"] = self.clock.monotonic()
         try:
             await self._maybe_refresh_firmware()
             await self.poll_system()
@@ -304,9 +338,14 @@ class EnvoyPoller:
         self.health.poll_duration = round(self.clock.monotonic() - started, 3)
         self._publish_gateway()
 
-    async def _device_tick(self) -> None:
-        if self.health.breaker_open() or self.health.failing:
+    async def _device_tick(self, requested: bool = False) -> None:
+        if not requested and (self.health.breaker_open() or self.health.failing):
             return  # the system cadence does the trials while the Envoy is failing
+        async with self._cycle_locks["devices"]:
+            await self._device_cycle()
+
+    async def _device_cycle(self) -> None:
+        self.poll_started["devices"] = self.clock.monotonic()
         try:
             await self._refresh_token_if_due()
             await self.poll_devices()
@@ -390,12 +429,23 @@ class EnvoyPoller:
             r.serial: self._guard(f"battery/{r.serial}", r.payload(), "battery", now)
             for r in readings.batteries
         }
+        inverters_complete = _inverter_sources_read(cycle, features)
+        # Fleet health needs every inverter source read: a partial cycle keeps the last verdict.
+        if inverters_complete or self.fleet_verdict is None:
+            self.fleet_verdict = self.fleet.update(
+                [sample_of(r) for r in readings.inverters], [sample_of(b) for b in readings.batteries]
+            )
+        for device, payload in inverters.items():
+            payload.update(self.fleet_verdict.inverter_keys(device))
         self.announcer.devices(
             inverters,
             batteries,
-            inverters_complete=_inverter_sources_read(cycle, features),
+            inverters_complete=inverters_complete,
             batteries_complete=_battery_sources_read(cycle, features),
         )
+        health = self.fleet_verdict.payload()
+        if health:
+            self.announcer.health(health, self.gateway_payload())
 
     # ------------------------------------------------------------------ helpers
 

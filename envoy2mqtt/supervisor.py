@@ -17,11 +17,14 @@ from typing import Any
 
 import structlog
 
+from .bridge import BridgeApi
+from .bridge_control import PollerControl
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Settings
 from .controls.service import EnvoyControls, retire_controls
 from .errors import MqttError
 from .health import HealthServer
+from .logging import log_level
 from .metrics import Metrics
 from .mqtt.publisher import Publisher
 from .mqtt.topics import Topics
@@ -94,8 +97,19 @@ class Daemon:
             for poller in self.pollers
             if poller.envoy.controls
         }
+        self.bridge_control = PollerControl(self.pollers, self.publisher)
+        self.bridge = BridgeApi(
+            settings,
+            self.publisher,
+            self.topics,
+            self.bridge_control,
+            started_at=clock.time(),
+            log_level=log_level,
+        )
         self.health: HealthServer | None = (
-            HealthServer(settings.health, self.metrics, self.readiness) if settings.health.enabled else None
+            HealthServer(settings.health, self.metrics, self.readiness, status=self.bridge_control.envoys)
+            if settings.health.enabled
+            else None
         )
         self._stop = asyncio.Event()
         self._reconnects_seen = 0
@@ -124,6 +138,7 @@ class Daemon:
     async def _metrics_loop(self) -> None:
         while True:
             self._sync_metrics()
+            self.bridge.publish_info()  # when it changed: firmware, token, availability, log level
             await self.clock.sleep(5)
 
     async def _controls(self, poller: EnvoyPoller) -> None:
@@ -161,6 +176,7 @@ class Daemon:
         if self.health is not None:
             await self.health.start()
         exit_code = EXIT_OK
+        self.bridge.start()
         try:
             async with asyncio.TaskGroup() as group:
                 mqtt_task = group.create_task(self.publisher.run(), name="mqtt")
@@ -187,6 +203,7 @@ class Daemon:
                 )
             exit_code = EXIT_MQTT
         finally:
+            await self.bridge.close()
             for poller in self.pollers:
                 with contextlib.suppress(Exception):
                     await poller.close()

@@ -27,6 +27,7 @@ import json
 import random
 import secrets
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -145,6 +146,7 @@ class Publisher:
         self._configs: dict[str, _Message] = {}  # discovery configs, retained
         self._states: dict[str, _Message] = {}  # the last state per topic
         self._outbox: dict[str, _Message] = {}  # to send on the current connection, oldest first
+        self._once: deque[tuple[str, _Message]] = deque()  # one-off messages (responses), in order
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -199,6 +201,16 @@ class Publisher:
         else:
             self._outbox.pop(topic, None)  # a pending clear is superseded by the new value
 
+    def send_once(self, topic: str, payload: Payload | str | bytes) -> bool:
+        """Send one message now, not retained, in order: never merged with another on the same topic,
+        never remembered or replayed after a reconnect (request responses). False when not connected."""
+        if not self.connected.is_set() or self._stopping:
+            return False
+        self._once.append((topic, _Message(encode_payload(payload), False, self._settings.qos)))
+        self._drained.clear()
+        self._wakeup.set()
+        return True
+
     def set_config(self, topic: str, payload: Payload) -> None:
         """Remember a discovery config (retained, QoS 1); never sent when discovery is disabled."""
         if not self._settings.discovery or self._stopping:
@@ -218,6 +230,11 @@ class Publisher:
             return
         # Kept across disconnects: a clear must reach the broker even if we are offline right now.
         self._enqueue(topic, _Message(b"", True, 1))
+
+    @property
+    def config_count(self) -> int:
+        """How many discovery configs the publisher holds (and replays)."""
+        return len(self._configs)
 
     async def republish_all(self) -> None:
         """Send every config, then every last state; returns once they are sent or the connection is lost."""
@@ -372,6 +389,7 @@ class Publisher:
 
     def _disconnected(self) -> None:
         self.connected.clear()
+        self._once.clear()
         self._client = None
         self._sender = None
         self._drained.set()
@@ -404,7 +422,13 @@ class Publisher:
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
             await self._wakeup.wait()
-            while self._outbox:
+            while self._outbox or self._once:
+                if self._once:
+                    topic, message = self._once.popleft()
+                    await client.publish(topic, message.payload, qos=message.qos, retain=False)
+                    _reraise_lost_cancel()
+                    self.messages_published += 1
+                    continue
                 topic, message = next(iter(self._outbox.items()))
                 await client.publish(topic, message.payload, qos=message.qos, retain=message.retain)
                 _reraise_lost_cancel()

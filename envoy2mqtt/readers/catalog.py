@@ -127,8 +127,9 @@ def _inventory(features: Features) -> Needs:
 
 
 def _ensemble_inventory(features: Features) -> Needs:
-    if not features.iq_batteries:
+    if not (features.iq_batteries or features.grid_relay):
         return {SYSTEM: Need(HELD)}  # the probe's body: the system reading's battery count
+    # IQ batteries, and the grid relay of an Enpower / Meter Collar (`on_grid`): every device cycle
     return {SYSTEM: Need(HELD), DEVICE: Need(DEVICE)}
 
 

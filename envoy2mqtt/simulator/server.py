@@ -553,6 +553,7 @@ class Simulator:
                     str(body["inverter"]),
                     output=None if output is None else float(output),
                     reporting=reporting,
+                    silent_for=float(body.get("silent_for", 0.0)),
                 )
             if "weather" in body:
                 if body["weather"] not in ("cloudy", "clear"):

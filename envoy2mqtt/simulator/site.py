@@ -343,9 +343,15 @@ class SiteModel:
         return int((t - inverter.report_offset) // _REPORT_PERIOD * _REPORT_PERIOD + inverter.report_offset)
 
     def set_inverter(
-        self, serial: str, *, output: float | None = None, reporting: bool | None = None
+        self,
+        serial: str,
+        *,
+        output: float | None = None,
+        reporting: bool | None = None,
+        silent_for: float = 0.0,
     ) -> None:
-        """Shade or fail one microinverter (`output` 0-1 of what it would make) or make it stop reporting."""
+        """Shade or fail one microinverter (`output` 0-1 of what it would make) or make it stop reporting
+        (`silent_for`: as if it had stopped that many seconds ago)."""
         if serial not in {inv.serial for inv in self.inverters}:
             raise ValueError(f"no microinverter {serial!r} at this site")
         if output is not None:
@@ -355,7 +361,7 @@ class SiteModel:
         if reporting is True:
             self.silent_since.pop(serial, None)
         elif reporting is False:
-            self.silent_since.setdefault(serial, self.t)
+            self.silent_since.setdefault(serial, self.t - max(silent_for, 0.0))
 
     def reported_watts(self, inverter: Inverter, t: float) -> int:
         return round(self.inverter_watts(inverter, self.last_report(inverter, t)))
