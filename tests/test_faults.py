@@ -22,6 +22,7 @@ import random
 import re
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,21 +64,29 @@ MORNING = 1_779_955_200.0
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-async def retained_on_broker(port: int, settle: float = 1.0) -> dict[str, bytes]:
-    """Every retained message the broker holds now (a fresh subscriber gets them all at once)."""
+async def retained_on_broker(port: int) -> dict[str, bytes]:
+    """Every retained message the broker holds now (a fresh subscriber gets them all at once).
+
+    The broker sends a new subscription's retained messages before anything published after the
+    SUBSCRIBE: a sentinel of our own that comes back marks the end of them, however loaded the machine.
+    """
     seen: dict[str, bytes] = {}
+    sentinel = f"sentinel/{uuid.uuid4().hex}"
     async with aiomqtt.Client("127.0.0.1", port) as client:
         await client.subscribe("#", qos=1)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(settle):
-                async for message in client.messages:
-                    # a live publish arriving after the subscription replaces the retained copy at the
-                    # broker too: keep the latest of both (under load the bridge may still be sending)
-                    if isinstance(message.payload, bytes) and (message.retain or str(message.topic) in seen):
-                        if message.payload:
-                            seen[str(message.topic)] = message.payload
-                        else:
-                            seen.pop(str(message.topic), None)
+        await client.publish(sentinel, b"end", qos=1)
+        async with asyncio.timeout(30):
+            async for message in client.messages:
+                topic = str(message.topic)
+                if topic == sentinel:
+                    break
+                # a live publish arriving after the subscription replaces the retained copy at the
+                # broker too: keep the latest of both (the bridge may still be sending)
+                if isinstance(message.payload, bytes) and (message.retain or topic in seen):
+                    if message.payload:
+                        seen[topic] = message.payload
+                    else:
+                        seen.pop(topic, None)
     return seen
 
 
@@ -528,7 +537,7 @@ async def test_twenty_broker_crashes(mosquitto: Mosquitto, tmp_path: Path) -> No
                 # the daemon is back once the broker holds its bridge availability again
                 deadline = time.monotonic() + 30
                 while True:
-                    retained = await retained_on_broker(mosquitto.port, settle=0.3)
+                    retained = await retained_on_broker(mosquitto.port)
                     if retained.get(f"{BASE}/bridge/availability") == b"online":
                         break
                     assert time.monotonic() < deadline, f"cycle {cycle}: no reconnection"
@@ -558,7 +567,7 @@ async def test_twenty_broker_crashes(mosquitto: Mosquitto, tmp_path: Path) -> No
             while json.loads(after[system_topic])["timestamp"] <= last_before_restart["timestamp"]:
                 assert time.monotonic() < deadline, "no reading after the last restart"
                 await asyncio.sleep(1)
-                after = await retained_on_broker(mosquitto.port, settle=0.3)
+                after = await retained_on_broker(mosquitto.port)
             system = json.loads(after[system_topic])
             assert system["timestamp"] > first_system["timestamp"]
             assert system["production_energy_lifetime"] >= first_system["production_energy_lifetime"]

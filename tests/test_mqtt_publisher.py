@@ -507,3 +507,17 @@ async def test_subscribe_while_connected_and_a_failing_handler_keeps_the_connect
             await rec.client.publish(f"{settings.base_topic}/broken", b"4", qos=1)
         await asyncio.sleep(0.3)
     assert seen == [b"2"]
+
+
+def test_a_dead_socket_is_a_warning_but_a_callback_error_stays_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """paho's "failed to receive on socket" duplicates the publisher's own "mqtt connection lost"."""
+    import logging
+
+    paho = logging.getLogger("mqtt")
+    with caplog.at_level(logging.DEBUG, logger="mqtt"):
+        paho.error("failed to receive on socket: %s", ConnectionResetError(104, "Connection reset by peer"))
+        paho.error("timeout on socket: %s", TimeoutError())
+        paho.error("Caught exception in on_connect: %s", ValueError("bug"))
+    assert [r.levelname for r in caplog.records if r.name == "mqtt"] == ["WARNING", "WARNING", "ERROR"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import secrets
 import ssl
@@ -53,6 +54,23 @@ SHUTDOWN_TIMEOUT = 10.0
 # CONNACK reason codes after which retrying cannot help (MQTT 5 numbering; paho maps the 3.1.1 codes
 # 2, 4 and 5 onto 133, 134 and 135): bad client id, bad credentials, not authorized, banned, bad auth method.
 _FATAL_REASON_CODES = frozenset({133, 134, 135, 138, 140})
+
+
+class _SocketLossIsAWarning(logging.Filter):
+    """paho logs a socket that died (a broker restart, a cut cable) at error level; the publisher then
+    reports the lost connection itself, once, as a warning, and reconnects: a second line at error level
+    would page someone for what the bridge already handles."""
+
+    _PREFIXES = ("failed to receive on socket", "timeout on socket")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith(self._PREFIXES):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_CLIENT_LOG = logging.getLogger("mqtt")  # aiomqtt's and paho's messages, under their usual name
+_CLIENT_LOG.addFilter(_SocketLossIsAWarning())
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +346,7 @@ class Publisher:
             keepalive=s.keepalive,
             tls_context=self._tls,
             timeout=30,
+            logger=_CLIENT_LOG,
         )
 
     async def _session(self, client: aiomqtt.Client) -> None:
