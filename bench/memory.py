@@ -2,7 +2,7 @@
 
 1. floors: (a) a bare interpreter that imports only the five libraries of the design card (aiohttp,
    aiomqtt, pydantic-settings, pyjwt, structlog) and does nothing else; (b) the same plus every module
-   the daemon imports (envoy2mqtt's own, prometheus-client, ...).
+   the daemon imports (envoy2mqtt's own, aiohttp.web for the health listener, ...).
 2. after start: the real `envoy2mqtt run` against the generated metered-3phase-iq site at its own size
    (24 microinverters), RSS over `--start` seconds once its first system and device cycles are out.
    steady state: the real `envoy2mqtt run` against a simulated site (metered-3phase-iq, 300
@@ -12,8 +12,8 @@
    `--soak` real seconds; the simulator runs live at the same speed. RSS sampled all along; growth =
    the last fifth's median minus the second fifth's median (the first fifth is warm-up).
 The floors and the daemon run as installed in the container image, without the optional extras
-(cryptography, amqtt: `sys.modules[name] = None`, so pyjwt does not load cryptography either);
-`--with-extras` measures them as installed by `.[dev]`.
+(cryptography, amqtt) and prometheus-client (a test dependency only): `sys.modules[name] = None`, so
+pyjwt does not load cryptography either; `--with-extras` measures them as installed by `.[dev]`.
 Targets: after start ≤ floor (a) + 10 MB; steady state (300 inverters) ≤ floor (b) + 15 MB; growth
 within noise.
     python bench/memory.py [--quick] [--scale 300] [--soak 300] [--with-extras]
@@ -43,7 +43,9 @@ from _common import (
     write_config,
 )
 
-WITHOUT_EXTRAS = "import sys; sys.modules.update({'cryptography': None, 'amqtt': None}); "
+WITHOUT_EXTRAS = (
+    "import sys; sys.modules.update(dict.fromkeys(('cryptography', 'amqtt', 'prometheus_client'))); "
+)
 LIBRARIES = "import aiohttp, aiomqtt, pydantic_settings, jwt, structlog"
 DAEMON_IMPORTS = (
     LIBRARIES + "; import envoy2mqtt.cli, envoy2mqtt.supervisor, envoy2mqtt.normalize.features, "

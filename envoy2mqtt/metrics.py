@@ -1,20 +1,19 @@
-"""Prometheus metrics of the bridge, in a registry of their own (never the process-global one).
+"""Prometheus metrics of the bridge, in a registry of their own (never a process-global one).
 
-A private registry keeps two bridges in one process (tests) from colliding, and keeps the
-client library's default process/platform collectors out unless we add them on purpose.
+A private registry keeps two bridges in one process (tests) from colliding. The classes come from
+`promtext` (the text format, written here) rather than prometheus-client, which the daemon does not load.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
 from .errors import BadEnvoyData, EnvoyAuthError, EnvoyHttpError, EnvoyUnreachable, TokenError
+from .promtext import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["CONTENT_TYPE", "ERROR_KINDS", "Metrics", "error_kind"]
 
-# generate_latest writes the classic text format; newer clients advertise 1.0.0 as "latest"
+# generate_latest writes the classic text format
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 ERROR_KINDS: Final = ("unreachable", "auth", "bad_data", "http", "other")
 

@@ -1,4 +1,4 @@
-"""The daemon runs without the optional extras; `simulate` and the demo say which extra to install.
+"""The daemon runs without the optional extras (and without prometheus-client); `simulate` and the demo say which extra to install.
 
 `cryptography` (the simulator's certificates) and `amqtt` (the demo's embedded broker) are the
 `simulator` and `demo` extras: the container image has neither. Each test runs a real subprocess in
@@ -15,14 +15,17 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import aiomqtt
 import pytest
 
 from envoy2mqtt.simulator import Simulator, SimulatorConfig
-from tests.conftest import ROOT, Mosquitto
+from tests.conftest import ROOT, Mosquitto, free_port
 from tests.e2e import envoy_table, write_config
 
 EXTRAS = ("cryptography", "amqtt")
+# the daemon commands run without these too: prometheus-client is only the tests' reference parser
+NOT_NEEDED = (*EXTRAS, "prometheus_client")
 
 WITHOUT_EXTRAS = """
 import sys
@@ -70,7 +73,7 @@ async def test_check_reads_an_envoy_without_the_extras(tmp_path: Path) -> None:
             ENVOY2MQTT_ENVOY=json.dumps([{"host": sim.url, "token": sim.issue_token("owner")}]),
             ENVOY2MQTT_STATE_DIR=str(tmp_path / "state"),
         )
-        code, out, err = await run_without(EXTRAS, "check", "--json", env=env)
+        code, out, err = await run_without(NOT_NEEDED, "check", "--json", env=env)
     assert code == 0, err
     assert json.loads(out)["system"]["production_power"] is not None
     assert "LOADED []" in err, err
@@ -81,12 +84,19 @@ async def test_the_daemon_runs_publishes_and_stops_without_the_extras(
 ) -> None:
     """`run` with neither extra importable: states published, SIGTERM → exit 0, nothing extra loaded."""
     async with Simulator(SimulatorConfig(profile="metered-3phase-iq")) as sim:
-        config = write_config(tmp_path, mosquitto.port, envoy_table(sim, "Lean"), sim=sim)
+        health = free_port()
+        config = write_config(
+            tmp_path,
+            mosquitto.port,
+            envoy_table(sim, "Lean"),
+            sim=sim,
+            extra=f"[health]\nenabled = true\nport = {health}\n",
+        )
         log = tmp_path / "daemon.log"
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            WITHOUT_EXTRAS.format(blocked=EXTRAS),
+            WITHOUT_EXTRAS.format(blocked=NOT_NEEDED),
             "run",
             "--config",
             str(config),
@@ -101,6 +111,12 @@ async def test_the_daemon_runs_publishes_and_stops_without_the_extras(
                 async with asyncio.timeout(60):
                     message = await anext(aiter(client.messages))
             assert "production_power" in json.loads(bytes(message.payload))  # type: ignore[arg-type]
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{health}/metrics") as response,
+            ):
+                assert response.status == 200
+                assert "envoy2mqtt_poll_duration_seconds_bucket{" in await response.text()
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)
@@ -143,6 +159,7 @@ def test_dev_extra_pulls_the_demo_and_simulator_extras() -> None:
     dependencies = " ".join(project["dependencies"])
     assert "cryptography" not in dependencies
     assert "amqtt" not in dependencies
+    assert "prometheus" not in dependencies
     extras = project["optional-dependencies"]
     assert any(item.startswith("cryptography") for item in extras["simulator"])
     assert "envoy2mqtt[simulator]" in extras["demo"]
