@@ -197,7 +197,11 @@ class EnvoyControls:
     async def _work(self) -> None:
         while True:
             command = await self._queue.next()
-            spec = self.offer.controls[command.control]
+            spec = self.offer.controls.get(command.control)
+            if spec is None:  # queued before the offer was decided anew (a new probe)
+                reason = f"no longer offered: {self.offer.refusal(command.control)}"
+                self._conclude(Outcome(command.control, command.value, "rejected", reason))
+                continue
             self._in_progress = command
             self._publish_state()
             try:
