@@ -13,6 +13,7 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import jwt
@@ -624,3 +625,39 @@ def test_simulate_prints_the_address_it_really_listens_on(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+async def test_site_control_shades_silences_clouds_and_cuts_the_grid(session: aiohttp.ClientSession) -> None:
+    async with Simulator(SimulatorConfig(profile="metered-3phase-iq", enpower=True)) as sim:
+        control = f"{sim.url}/__sim/site"
+        headers = _bearer(sim.issue_token())
+
+        async def inverters() -> dict[str, dict[str, Any]]:
+            async with session.get(f"{sim.url}/api/v1/production/inverters", headers=headers) as response:
+                return {row["serialNumber"]: row for row in await response.json()}
+
+        before = await inverters()
+        shaded, silent = sorted(before)[2], sorted(before)[3]
+        async with session.post(control, json={"inverter": shaded, "output": 0.5}) as response:
+            assert response.status == 200
+        async with session.post(
+            control, json={"inverter": silent, "reporting": False, "silent_for": 900}
+        ) as response:
+            assert response.status == 200
+        after = await inverters()
+        assert after[shaded]["lastReportWatts"] == pytest.approx(before[shaded]["lastReportWatts"] / 2, abs=1)
+        assert after[silent]["lastReportDate"] <= before[silent]["lastReportDate"] - 600
+        async with session.post(control, json={"on_grid": False}) as response:
+            assert (await response.json())["on_grid"] is False
+        async with session.get(f"{sim.url}/ivp/ensemble/inventory", headers=headers) as response:
+            groups = {g["type"]: g["devices"] for g in await response.json()}
+        assert groups["ENPOWER"][0]["mains_oper_state"] == "open"
+        async with session.post(control, json={"weather": "cloudy"}) as response:
+            assert (await response.json())["cloudy"] is True
+        for bad in ({"inverter": "nope", "output": 0.5}, {"weather": "rain"}, {"on_grid": "yes"}, [1]):
+            async with session.post(control, json=bad) as response:
+                assert response.status == 400, bad
+    async with Simulator(SimulatorConfig(profile="legacy-unmetered")) as plain:
+        answer = await session.post(f"{plain.url}/__sim/site", json={"on_grid": False})
+        assert answer.status == 400  # no relay at this site
+        answer.release()
