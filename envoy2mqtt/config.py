@@ -7,7 +7,9 @@ be read from a file (``password_file = "/run/secrets/..."``) for Docker secrets.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -26,6 +28,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -34,6 +37,10 @@ from .errors import ConfigError
 ENV_PREFIX = "ENVOY2MQTT_"
 SYSTEM_INTERVAL_FLOOR = 10
 DEVICE_INTERVAL_FLOOR = 60
+MQTT_STRING_LIMIT = 65535  # bytes: MQTT encodes every string with a 2-byte length
+TOPIC_ROOT_LIMIT = 1024  # bytes: the roots leave room under MQTT's 65535-byte topic limit
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")  # underscores too: some local DNS allows them
 
 
 def _read_secret_file(path: str, key: str) -> SecretStr:
@@ -43,8 +50,44 @@ def _read_secret_file(path: str, key: str) -> SecretStr:
         raise ValueError(f"cannot read the file given in {key}_file ({path}): {exc.strerror}") from None
 
 
+def _mqtt_string(value: str, limit: int = MQTT_STRING_LIMIT) -> str:
+    size = len(value.encode("utf-8"))
+    if size > limit:
+        raise ValueError(f"is {size} bytes long; MQTT allows at most {limit}")
+    return value
+
+
+def is_address(value: str) -> bool:
+    """An IP address or a syntactically valid host name (nothing is resolved)."""
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return bool(_HOSTNAME.match(value)) and len(value) <= 253
+    return True
+
+
+def _state_dir_problem(path: Path) -> str | None:
+    """Why `path` cannot be the state directory (it or a parent is a file), or None."""
+    current = path
+    while True:
+        try:
+            is_dir = current.is_dir()
+            exists = is_dir or current.exists()
+        except OSError:
+            return None  # cannot tell (no permission to look): the daemon reports what happens
+        if exists:
+            if is_dir:
+                return None
+            if current == path:
+                return f"{path} is a file, not a directory: give a directory (it is created if missing)"
+            return f"{current} (a parent of {path}) is a file, not a directory"
+        if current.parent == current:
+            return None
+        current = current.parent
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -95,6 +138,25 @@ class MqttSettings(_Section):
         value = value.strip()
         if not value or value.startswith("/") or value.endswith("/") or any(c in value for c in "+#\0"):
             raise ValueError("must be a topic without leading or trailing '/' and without '+' or '#'")
+        return _mqtt_string(value, TOPIC_ROOT_LIMIT)
+
+    @field_validator("client_id", "username")
+    @classmethod
+    def _mqtt_field(cls, value: str) -> str:
+        return _mqtt_string(value)
+
+    @field_validator("password")
+    @classmethod
+    def _mqtt_password(cls, value: SecretStr) -> SecretStr:
+        _mqtt_string(value.get_secret_value())
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _broker_host(cls, value: str) -> str:
+        value = value.strip()
+        if not is_address(value):
+            raise ValueError("must be the broker's host name or IP address, e.g. localhost or 192.168.1.10")
         return value
 
 
@@ -163,12 +225,7 @@ class EnvoySettings(_Section):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value:
-            raise ValueError("must be the Envoy's address, e.g. 192.168.1.50 or envoy.local")
-        if "://" in value and urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError("a URL must start with http:// or https://")
-        return value
+        return check_envoy_host(value)
 
     @field_validator("cert_fingerprint")
     @classmethod
@@ -205,6 +262,48 @@ class EnvoySettings(_Section):
         return self.name or self.serial or self.host
 
 
+def check_envoy_host(value: str) -> str:
+    """`host` as an address (`192.168.1.50`, `envoy.local:8443`) or a URL without path or credentials.
+
+    Messages never repeat the value: it may hold a password."""
+    value = value.strip()
+    example = "e.g. 192.168.1.50, envoy.local or https://192.168.1.50"
+    if "://" in value:
+        scheme, _, rest = value.partition("://")
+        value = f"{scheme}://{rest.rstrip('/')}"
+        if not rest.strip("/"):
+            raise ValueError(f"the URL has no address after {scheme}://, {example}")
+    else:
+        value = value.rstrip("/")
+    if not value:
+        raise ValueError(f"must be the Envoy's address, {example}")
+    if ":" in value and "://" not in value and "[" not in value and value.count(":") > 1:
+        raise ValueError("an IPv6 address must be written in brackets, e.g. [fd00::50]")
+    if any(c.isspace() for c in value):
+        raise ValueError(f"must not contain spaces: give only the Envoy's address, {example}")
+    url = value if "://" in value else f"//{value}"
+    parts = urlsplit(url)
+    if "://" in value and parts.scheme not in ("http", "https"):
+        raise ValueError("a URL must start with http:// or https://")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "must not contain a user name or password: put them into username / password "
+            "(or enlighten_username / enlighten_password) and give only the address here"
+        )
+    if parts.path or parts.query or parts.fragment:
+        raise ValueError(f"must be only the Envoy's address, without a path, {example}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has a port outside 1-65535") from None
+    if port == 0:
+        raise ValueError("has a port outside 1-65535")
+    hostname = parts.hostname or ""
+    if not hostname or not is_address(hostname):
+        raise ValueError(f"has no valid host name or IP address, {example}")
+    return value
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"  # auto: console on a TTY, JSON lines otherwise
@@ -214,6 +313,14 @@ class HealthSettings(_Section):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+
+    @field_validator("host")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        value = value.strip()
+        if not is_address(value):
+            raise ValueError("must be an IP address or host name to listen on, e.g. 127.0.0.1 or 0.0.0.0")
+        return value
 
 
 class ControlSettings(_Section):
@@ -247,6 +354,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        allow_inf_nan=False,
     )
 
     state_dir: Path = Path("/data")  # token store, counter offsets
@@ -261,6 +369,14 @@ class Settings(BaseSettings):
     envoy: list[EnvoySettings] = Field(default_factory=list)
 
     _toml_path: ClassVar[Path | None] = None
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: Path) -> Path:
+        problem = _state_dir_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -342,10 +458,30 @@ def load_settings(path: Path | str | None = None) -> Settings:
         return Settings()
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+    except SettingsError as exc:  # an environment variable that is not the JSON it must be
+        raise ConfigError(_settings_error(exc)) from None
     except ValueError as exc:  # TOML syntax errors
         raise ConfigError(f"cannot read {toml_path}: {exc}") from None
     finally:
         Settings._toml_path = None
+
+
+def _settings_error(exc: SettingsError) -> str:
+    found = re.search(r'field "([^"]+)"', str(exc))
+    field = found.group(1) if found else ""
+    cause = exc.__cause__
+    detail = f" ({cause})" if isinstance(cause, ValueError) and cause is not exc else ""
+    if field == "envoy":
+        return (
+            f"invalid configuration:\n  - {ENV_PREFIX}ENVOY is not valid JSON{detail}: give a JSON list, "
+            f'e.g. {ENV_PREFIX}ENVOY=\'[{{"host": "192.168.1.50"}}]\''
+        )
+    if field:
+        return (
+            f"invalid configuration:\n  - {ENV_PREFIX}{field.upper()} is not valid JSON{detail}: "
+            f"set single keys instead, e.g. {ENV_PREFIX}{field.upper()}__HOST"
+        )
+    return f"invalid configuration: {exc}"
 
 
 def config_file_warnings(path: Path | str | None, settings: Settings) -> list[str]:
