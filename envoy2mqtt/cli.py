@@ -30,7 +30,7 @@ EXIT_MQTT = 5
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """exit codes:
-  0  success (or a clean stop on SIGTERM/SIGINT)
+  0  success (or a clean stop on SIGTERM/SIGINT; SIGHUP reloads the configuration)
   1  unexpected error
   2  configuration error (the message names the key and the fix)
   3  authentication error (password, token, Enlighten account, MFA)
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run the bridge (the daemon)",
-        description="Run the bridge until SIGTERM/SIGINT.",
+        description="Run the bridge until SIGTERM/SIGINT; SIGHUP reloads the configuration.",
         epilog="example:\n  envoy2mqtt run --config /etc/envoy2mqtt/config.toml\n\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -207,7 +207,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from .supervisor import run_daemon
 
-        return asyncio.run(run_daemon(settings))
+        def reload() -> Settings:
+            new_settings = _load(args.config)
+            _setup_logging(new_settings)
+            return new_settings
+
+        return asyncio.run(run_daemon(settings, reload=reload))
     _private_state_dir(settings)
     if args.command == "check":
         return asyncio.run(_check(settings, as_json=args.json, plan=args.plan))

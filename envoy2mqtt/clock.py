@@ -54,6 +54,10 @@ class ManualClock:
         self._waiters.append((self._mono + seconds, future))
         await future
 
+    def jump(self, seconds: float) -> None:
+        """Set the wall clock forward (or back, when negative) without time passing: NTP after a boot."""
+        self._wall += seconds
+
     def advance(self, seconds: float) -> None:
         self._mono += seconds
         self._wall += seconds

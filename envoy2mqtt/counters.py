@@ -23,7 +23,7 @@ Offsets and last values are kept per device and key in a `StateFile`, saved at m
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Literal
@@ -37,6 +37,9 @@ from envoy2mqtt.state import StateFile
 log = structlog.get_logger(__name__)
 
 SAVE_INTERVAL = 60.0  # seconds of `now` between two routine saves
+# The wall clock moved this much more (or less) than the monotonic clock between two readings: the host
+# clock was set (NTP after a boot without a clock chip, a manual change), not a day that passed.
+CLOCK_JUMP = 120.0
 STATE_SECTION = "counters"
 STATE_VERSION = 1
 
@@ -62,7 +65,7 @@ class Correction:
 class _LifetimeTrack:
     """What the guard remembers about one lifetime counter."""
 
-    __slots__ = ("holding", "offset", "published", "raw", "rejecting", "time")
+    __slots__ = ("holding", "offset", "published", "raw", "recovered", "rejecting", "time")
 
     def __init__(self) -> None:
         self.offset = 0.0  # added to the raw value; grows by the last published value at each reset
@@ -71,6 +74,9 @@ class _LifetimeTrack:
         self.time: float | None = None  # `now` of the last published value
         self.holding = False  # inside a small-dip episode
         self.rejecting = False  # inside an impossible-value episode
+        # `published` came from the broker's retained state (the state file was lost): the offset is
+        # unknown until the first raw value shows how far below it the Envoy's counter is.
+        self.recovered = False
 
 
 class _DailyTrack:
@@ -143,7 +149,11 @@ class CounterGuard:
         self._dirty = False
         self._last_save: float | None = None
         self._save_failed = False
+        self._needs_recovery = False
+        self._clock_ref: tuple[float, float] | None = None  # (now, monotonic) of the last guard call
+        self._jumped: set[tuple[str, str]] = set()  # daily counters whose date a clock jump changed
         self._load()
+        self._needs_recovery = not self._lifetimes
 
     def set_timezone(self, timezone: str | None) -> None:
         """The Envoy's local timezone (from /home); UTC when None or empty."""
@@ -158,8 +168,15 @@ class CounterGuard:
         lifetime_keys: Iterable[str],
         daily_keys: Iterable[str],
         now: float,
+        monotonic: float | None = None,
     ) -> tuple[Payload, list[Correction]]:
-        """A copy of ``payload`` with safe counters, and the corrections that start an episode now."""
+        """A copy of ``payload`` with safe counters, and the corrections that start an episode now.
+
+        ``monotonic`` (the host's monotonic clock) lets the guard tell a wall-clock jump from time that
+        passed: a jump moves the daily counters' date along without it counting as a local midnight.
+        """
+        if monotonic is not None:
+            self._follow_clock(now, monotonic)
         out = dict(payload)
         corrections: list[Correction] = []
         # For each lifetime key guarded now: (published now, published before, its time) for daily derivation.
@@ -192,6 +209,56 @@ class CounterGuard:
         ):
             self._save(now)
         return out, corrections
+
+    @property
+    def needs_recovery(self) -> bool:
+        """True until `recover` ran when the state file held no lifetime counters (missing, unusable)."""
+        return self._needs_recovery
+
+    def recover(self, published: Mapping[tuple[str, str], float]) -> int:
+        """Seed lifetime counters with values published before, keyed (device, key); returns how many.
+
+        For a lost state file: the last values the broker still holds retained. Tracks that already
+        exist (read from the file, or guarded since) are left alone.
+        """
+        self._needs_recovery = False
+        count = 0
+        for (device, key), value in published.items():
+            if (
+                (device, key) in self._lifetimes
+                or not _number(value)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                continue
+            track = _LifetimeTrack()
+            track.published = float(value)
+            track.recovered = True
+            self._lifetimes[(device, key)] = track
+            count += 1
+        if count:
+            self._dirty = True
+        return count
+
+    def _follow_clock(self, now: float, monotonic: float) -> None:
+        reference = self._clock_ref
+        self._clock_ref = (now, monotonic)
+        if reference is None:
+            return
+        expected = reference[0] + (monotonic - reference[1])  # the wall clock had it not been set
+        jump = now - expected
+        if abs(jump) < CLOCK_JUMP:
+            return
+        was, today = self._local_date(expected).isoformat(), self._local_date(now).isoformat()
+        log.warning(
+            "host clock jumped; daily counters keep their day (the jump is not a local midnight)",
+            jump_seconds=round(jump),
+            local_date_before=was,
+            local_date_now=today,
+        )
+        if was != today:
+            # Their next date change is the jump's; a counter that did reset meanwhile still starts a day.
+            self._jumped.update(k for k, track in self._dailies.items() if track.date == was)
 
     def flush(self) -> None:
         """Save now if anything changed since the last save (call it on shutdown)."""
@@ -230,6 +297,23 @@ class CounterGuard:
         tolerance = self._tolerance
         level = last - track.offset  # the raw level that the last published value stands for
         value: float
+        if track.recovered:
+            track.recovered = False
+            if raw < (1.0 - tolerance) * last:
+                # The lost state held an offset: take it up again so that this value continues the
+                # recovered one (what the Envoy counted while we were down is not counted twice).
+                track.offset = last - raw
+                corrections.append(
+                    Correction(
+                        key,
+                        f"{key}: counter at {_format(raw)} Wh, below the last published {_format(last)} "
+                        f"Wh recovered from the broker; continued with offset {_format(track.offset)}",
+                        device,
+                    )
+                )
+            track.raw, track.published, track.time = float(raw), max(last, raw + track.offset), now
+            track.holding = raw + track.offset < last
+            return _like(raw, track.published)
         if track.offset > 0 and raw >= (1.0 - tolerance) * last:
             # The Envoy's own counter is back at the full total (a glitch that recovered, or firmware
             # that reports the unwrapped value again): continuing it would count the offset twice.
@@ -307,28 +391,32 @@ class CounterGuard:
         if track.published is None or track.raw is None:
             value = float(raw)
             track.mode, track.carry, track.holding = "raw", 0.0, False
-        elif track.date != today_text:
+        elif track.date != today_text and raw < reset_floor:
+            # The Envoy reset its counter (on time, early, or to a non-zero value): a new day.
             track.holding = False
-            if raw < reset_floor:
-                # The Envoy reset its counter (on time, early, or to a non-zero value): a new day.
-                value = float(raw)
-                track.mode, track.carry = "raw", 0.0
-            else:
-                # Local midnight passed but the Envoy still counts yesterday: derive today ourselves.
-                track.mode, track.carry = "derived", 0.0
-                track.base_raw = track.raw
-                track.base_lifetime = self._lifetime_at_midnight(today, now, lifetime)
-                value = self._derived(track, raw, lifetime_now)
-                if raw > 0:
-                    corrections.append(
-                        Correction(
-                            key,
-                            f"{key}: still {_format(raw)} Wh after local midnight (late reset); "
-                            "publishing today's value derived from the lifetime counter until the Envoy "
-                            "resets it",
-                            device,
-                        )
+            value = float(raw)
+            track.mode, track.carry = "raw", 0.0
+        elif (
+            track.date != today_text
+            and (device, key) not in self._jumped
+            and not today_text < track.date  # a date going back is a clock set back, never a midnight
+        ):
+            # Local midnight passed but the Envoy still counts yesterday: derive today ourselves.
+            track.holding = False
+            track.mode, track.carry = "derived", 0.0
+            track.base_raw = track.raw
+            track.base_lifetime = self._lifetime_at_midnight(today, now, lifetime)
+            value = self._derived(track, raw, lifetime_now)
+            if raw > 0:
+                corrections.append(
+                    Correction(
+                        key,
+                        f"{key}: still {_format(raw)} Wh after local midnight (late reset); "
+                        "publishing today's value derived from the lifetime counter until the Envoy "
+                        "resets it",
+                        device,
                     )
+                )
         elif track.mode == "derived":
             if raw < reset_floor:
                 # The late reset arrived: follow the Envoy again, on top of what today already counted.
@@ -361,6 +449,7 @@ class CounterGuard:
                         )
                     )
         track.raw, track.published, track.date = float(raw), value, today_text
+        self._jumped.discard((device, key))
         return _like(raw, value)
 
     def _derived(self, track: _DailyTrack, raw: float, lifetime_now: float | None) -> float:
@@ -429,6 +518,7 @@ class CounterGuard:
                 "published": track.published,
                 "time": track.time,
                 "holding": track.holding,
+                "recovered": track.recovered,
             }
         daily: dict[str, dict[str, Any]] = {}
         for (device, key), daily_track in self._dailies.items():
@@ -456,7 +546,7 @@ class CounterGuard:
                 log.error(
                     "could not save counter offsets; keeping them in memory and retrying",
                     path=str(self._state.path),
-                    error=type(exc).__name__,
+                    error=exc.strerror or type(exc).__name__,
                 )
             self._save_failed = True
             self._last_save = now  # retry after the next interval, not on every poll
@@ -501,6 +591,7 @@ def _lifetime_from(record: Any) -> _LifetimeTrack:
     track.raw = _finite(record.get("raw"), optional=True)
     track.time = _finite(record.get("time"), optional=True)
     track.holding = bool(record.get("holding", False))
+    track.recovered = bool(record.get("recovered", False))
     if track.offset < 0 or track.published < 0:
         raise ValueError("negative counter state")
     return track

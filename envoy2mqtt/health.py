@@ -80,15 +80,9 @@ class HealthServer:
         site = web.TCPSite(runner, self._settings.host, self._requested_port, reuse_address=True)
         try:
             await site.start()
-        except OSError as exc:
+        except OSError:
             await runner.cleanup()
-            _log.error(
-                "health listener cannot bind",
-                host=self._settings.host,
-                port=self._requested_port,
-                error=exc.strerror,
-            )
-            raise
+            raise  # the daemon turns it into one configuration error naming health.port
         self._runner = runner
         for address in runner.addresses:
             if isinstance(address, tuple) and len(address) >= 2:

@@ -51,6 +51,7 @@ from .readers import (
     raw_device_data,
     raw_system_data,
 )
+from .recovery import recover_counters
 from .retry import RetryPolicy
 from .state import StateFile
 
@@ -242,6 +243,10 @@ class EnvoyPoller:
         """Read /info, authenticate, probe the features, learn the timezone."""
         info = await self.client.connect()
         self._adopt_info(info)
+        if self.guard is not None and self.serial is not None:  # before anything is published
+            await recover_counters(
+                self.guard, self.settings.mqtt, self.announcer.topics, self.serial, envoy=self.envoy.label
+            )
         features = await self._probe()
         self.log.info(
             "envoy ready",
@@ -458,6 +463,7 @@ class EnvoyPoller:
             lifetime_keys=lifetime_keys(component),
             daily_keys=daily_keys(component),
             now=now,
+            monotonic=self.clock.monotonic(),
         )
         for correction in corrections:
             self.log.warning("counter corrected", device=device, reason=correction.reason)

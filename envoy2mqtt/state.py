@@ -41,6 +41,27 @@ def ensure_private_dir(path: Path) -> None:
         )
 
 
+def prepare_state_dir(path: Path) -> bool:
+    """`ensure_private_dir` for the daemon: False (warned once) when the directory cannot be created.
+
+    A read-only or full disk must not stop the bridge: the token and the counter offsets are then kept
+    in memory, and each store says once that it cannot save. Only a state_dir that is a file, or lies
+    under one, is a configuration error (the caller turns NotADirectoryError into one).
+    """
+    try:
+        ensure_private_dir(path)
+    except (NotADirectoryError, FileExistsError):
+        raise
+    except OSError as exc:
+        log.warning(
+            "state directory cannot be created; tokens and counter offsets are kept in memory only",
+            path=str(path),
+            error=exc.strerror or type(exc).__name__,
+        )
+        return False
+    return True
+
+
 class StateFile:
     """One JSON object on disk. `load` never raises; `save` raises OSError when the disk refuses."""
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ from .bridge_control import PollerControl
 from .clock import SYSTEM_CLOCK, Clock
 from .config import Settings
 from .controls.service import EnvoyControls, retire_controls
-from .errors import MqttError
+from .errors import ConfigError, MqttError
 from .health import HealthServer
 from .logging import log_level
 from .metrics import Metrics
@@ -30,7 +31,7 @@ from .mqtt.publisher import Publisher
 from .mqtt.topics import Topics
 from .poller import EnvoyPoller
 from .retry import RetryPolicy
-from .state import ensure_private_dir
+from .state import prepare_state_dir
 
 log = structlog.get_logger(__name__)
 
@@ -171,10 +172,41 @@ class Daemon:
                     await task
             log.info("envoy probed again: deciding its controls anew", envoy=poller.envoy.label)
 
-    async def run(self) -> int:
-        ensure_private_dir(self.settings.state_dir)
+    async def _prepare(self) -> None:
+        """What must hold before anything runs; a ConfigError names the key (exit 2, no traceback)."""
+        state_dir = self.settings.state_dir
+        try:
+            prepare_state_dir(state_dir)
+        except (NotADirectoryError, FileExistsError):
+            raise ConfigError(
+                f"invalid configuration:\n  - state_dir: {state_dir} is a file or lies under one; "
+                "give a directory (environment: ENVOY2MQTT_STATE_DIR)"
+            ) from None
         if self.health is not None:
-            await self.health.start()
+            health = self.settings.health
+            try:
+                await self.health.start()
+            except socket.gaierror as exc:
+                raise ConfigError(
+                    f"invalid configuration:\n  - health.host: cannot listen on {health.host} "
+                    f"({exc.strerror or exc}): give an address of this machine, e.g. 127.0.0.1 or 0.0.0.0 "
+                    "(environment: ENVOY2MQTT_HEALTH__HOST)"
+                ) from None
+            except OSError as exc:
+                raise ConfigError(
+                    f"invalid configuration:\n  - health.port: cannot listen on {health.host}:{health.port} "
+                    f"({exc.strerror or exc}): choose a free port or another health.host "
+                    "(environment: ENVOY2MQTT_HEALTH__PORT)"
+                ) from None
+
+    async def run(self) -> int:
+        try:
+            await self._prepare()
+        except ConfigError:
+            with contextlib.suppress(Exception):
+                await self.bridge.close()
+            await self._close_pollers()
+            raise
         exit_code = EXIT_OK
         self.bridge.start()
         try:
@@ -204,12 +236,15 @@ class Daemon:
             exit_code = EXIT_MQTT
         finally:
             await self.bridge.close()
-            for poller in self.pollers:
-                with contextlib.suppress(Exception):
-                    await poller.close()
+            await self._close_pollers()
             if self.health is not None:
                 await self.health.stop()
         return exit_code
+
+    async def _close_pollers(self) -> None:
+        for poller in self.pollers:
+            with contextlib.suppress(Exception):
+                await poller.close()
 
     async def _shutdown(self) -> None:
         offline = [self.topics.envoy_availability(p.serial) for p in self.pollers if p.serial]
@@ -224,19 +259,50 @@ class _Stopped(Exception):
     """Raised inside the task group to cancel every task on a clean stop."""
 
 
-async def run_daemon(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> int:
-    daemon = Daemon(settings, clock)
+async def run_daemon(
+    settings: Settings,
+    clock: Clock = SYSTEM_CLOCK,
+    *,
+    reload: Callable[[], Settings] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT. SIGHUP (`systemctl reload`) reads the configuration again with
+    `reload`: a valid one restarts the bridge in-process with it (a clean stop first, as on SIGTERM);
+    an invalid one is logged and the running configuration kept. Without `reload`, SIGHUP stops."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, daemon.request_stop)
-    log.info(
-        "envoy2mqtt starting",
-        envoys=[e.label for e in settings.envoy],
-        broker=f"{settings.mqtt.host}:{settings.mqtt.port}",
-        base_topic=settings.mqtt.base_topic,
-        discovery=settings.mqtt.discovery,
-    )
-    code = await daemon.run()
-    log.info("envoy2mqtt stopped", exit_code=code)
-    return code
+    while True:
+        daemon = Daemon(settings, clock)
+        reloaded: list[Settings] = []
+
+        def on_hangup(daemon: Daemon = daemon, reloaded: list[Settings] = reloaded) -> None:
+            if reload is None:
+                log.info("SIGHUP: stopping")
+                daemon.request_stop()
+                return
+            try:
+                new_settings = reload()
+            except ConfigError as exc:
+                log.error("SIGHUP: configuration not reloaded; the running one is kept", reason=str(exc))
+                return
+            log.info("SIGHUP: reloading the configuration")
+            reloaded.append(new_settings)
+            daemon.request_stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, daemon.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        log.info(
+            "envoy2mqtt starting",
+            envoys=[e.label for e in settings.envoy],
+            broker=f"{settings.mqtt.host}:{settings.mqtt.port}",
+            base_topic=settings.mqtt.base_topic,
+            discovery=settings.mqtt.discovery,
+        )
+        code = await daemon.run()
+        if code == EXIT_OK and reloaded:
+            settings = reloaded[-1]
+            log.info("envoy2mqtt restarting with the reloaded configuration")
+            continue
+        log.info("envoy2mqtt stopped", exit_code=code)
+        return code

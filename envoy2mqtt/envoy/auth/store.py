@@ -41,6 +41,7 @@ class TokenStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.directory = Path(state_dir) / "tokens"
+        self._save_failed = False
 
     def path_for(self, serial: str) -> Path:
         name = _UNSAFE.sub("_", serial) or "unknown"
@@ -86,7 +87,30 @@ class TokenStore:
             stored_at=float(stored_at) if isinstance(stored_at, int | float) else 0.0,
         )
 
-    def save(self, serial: str, token: str, claims: TokenClaims, source: TokenSource, now: float) -> None:
+    def save(self, serial: str, token: str, claims: TokenClaims, source: TokenSource, now: float) -> bool:
+        """Store the token; False when the disk refuses (read-only, full): warned once, never raised.
+
+        The caller keeps the token in memory either way: a state directory that cannot be written costs
+        a token request after a restart, never the bridge's data.
+        """
+        try:
+            self._write(serial, token, claims, source, now)
+        except OSError as exc:
+            if not self._save_failed:
+                self._save_failed = True
+                log.warning(
+                    "token cannot be stored; keeping it in memory (after a restart the bridge needs a "
+                    "new one): make the state directory writable",
+                    path=str(self.path_for(serial)),
+                    error=exc.strerror or type(exc).__name__,
+                )
+            return False
+        if self._save_failed:
+            self._save_failed = False
+            log.info("token stored again", path=str(self.path_for(serial)))
+        return True
+
+    def _write(self, serial: str, token: str, claims: TokenClaims, source: TokenSource, now: float) -> None:
         self._ensure_directory()
         path = self.path_for(serial)
         document = {
@@ -117,5 +141,6 @@ class TokenStore:
             raise
 
     def delete(self, serial: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        """Remove a rejected stored token; a read-only state directory keeps it (`load` re-checks it)."""
+        with contextlib.suppress(OSError):
             self.path_for(serial).unlink()
