@@ -130,6 +130,8 @@ class MqttSettings(_Section):
     discovery: bool = True
     retain: bool = True
     qos: Literal[0, 1, 2] = 1
+    # "auto": MQTT 5 (the broker then says when it refuses a message), 3.1.1 for brokers without it
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
     tls: MqttTls = MqttTls()
 
     @field_validator("base_topic", "discovery_prefix")

@@ -160,7 +160,13 @@ async def run_demo(
         async with Simulator(SimulatorConfig(profile=profile, live=True, time_scale=60.0)) as sim:
             settings = Settings(
                 state_dir=Path(state_dir),
-                mqtt=MqttSettings(host=mqtt_host, port=mqtt_port, username=mqtt_user, password=mqtt_password),
+                mqtt=MqttSettings(
+                    host=mqtt_host,
+                    port=mqtt_port,
+                    username=mqtt_user,
+                    password=mqtt_password,
+                    protocol="3.1.1" if broker is not None else "auto",  # amqtt has no MQTT 5
+                ),
                 polling=PollingSettings(system_interval=max(interval, 10.0), device_interval=60.0),
                 enphase_cloud=CloudSettings(
                     login_url=sim.login_url, token_url=sim.token_url, ca_file=sim.ca_file

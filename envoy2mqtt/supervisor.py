@@ -118,6 +118,9 @@ class Daemon:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         parts: dict[str, Any] = {"mqtt": "connected" if self.publisher.connected.is_set() else "disconnected"}
         ready = self.publisher.connected.is_set()
+        if ready and self.publisher.refusal is not None:
+            parts["mqtt"] = f"refused: {self.publisher.refusal}"
+            ready = False
         envoys: dict[str, str] = {}
         for poller in self.pollers:
             ok, why = poller.ready()

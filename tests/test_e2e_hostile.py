@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +21,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from envoy2mqtt.clock import ManualClock
 from envoy2mqtt.config import EnvoySettings, MqttSettings, Settings
@@ -27,7 +31,7 @@ from envoy2mqtt.mqtt.publisher import Publisher
 from envoy2mqtt.mqtt.topics import Topics
 from envoy2mqtt.poller import EnvoyPoller
 from envoy2mqtt.simulator import Simulator, SimulatorConfig
-from tests.conftest import ROOT, Mosquitto
+from tests.conftest import ROOT, Mosquitto, free_port
 from tests.e2e import Daemon, Watcher, envoy_table, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -369,3 +373,119 @@ async def test_a_wall_clock_jump_is_not_a_local_midnight(mosquitto: Mosquitto, t
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running
+
+
+def _mosquitto_passwd(path: Path, user: str, password: str) -> None:
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        pytest.skip("mosquitto_passwd is not installed")
+    subprocess.run([tool, "-c", "-b", str(path), user, password], check=True, capture_output=True)
+
+
+async def test_broker_acl_forbidding_the_state_topics_is_reported_and_not_ready(tmp_path: Path) -> None:
+    """Discovery allowed, `envoy2mqtt/#` read-only: one clear error, /readyz 503, refused not counted."""
+    passwords, acl = tmp_path / "passwd", tmp_path / "acl"
+    _mosquitto_passwd(passwords, "bridge", "bridge-pw")
+    # anonymous (the test's watcher) reads everything; the bridge may write discovery only
+    acl.write_text("topic read #\n\nuser bridge\ntopic readwrite homeassistant/#\ntopic read envoy2mqtt/#\n")
+    port, health = free_port(), free_port()
+    broker = Mosquitto(
+        tmp_path,
+        port=port,
+        extra_config=("user root\n" if os.geteuid() == 0 else "")
+        + f"listener {port} 127.0.0.1\nallow_anonymous true\npassword_file {passwords}\nacl_file {acl}\n",
+    )
+    broker.start()
+    try:
+        async with (
+            Simulator(SimulatorConfig(profile="metered-1phase-acb")) as sim,
+            Watcher(port) as watcher,
+        ):
+            extra = f"[health]\nenabled = true\nport = {health}\n"
+            config = write_config(tmp_path, port, envoy_table(sim), sim=sim, extra=extra)
+            config.write_text(
+                config.read_text().replace(
+                    "[mqtt]\n", '[mqtt]\nusername = "bridge"\npassword = "bridge-pw"\n'
+                )
+            )
+            daemon = Daemon(config, tmp_path / "daemon.log")
+            await daemon.start()
+            discovery = f"homeassistant/device/envoy2mqtt_{sim.serial}/config"
+            await watcher.wait_for(lambda: discovery in watcher.latest, 40, "discovery (allowed by the ACL)")
+            await asyncio.sleep(3)  # a few more cycles' worth of refused states
+            assert not any(t.startswith("envoy2mqtt/") for t in watcher.latest), sorted(watcher.latest)
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{health}/readyz") as response:
+                    body = await response.json()
+                assert response.status == 503, body
+                assert "refused" in body["mqtt"], body
+            await asyncio.sleep(6)  # the metrics loop syncs every 5 s
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{health}/metrics") as response,
+            ):
+                metrics = await response.text()
+            code, _ = await daemon.terminate()
+        assert code == 0
+        published = [
+            s.value
+            for f in text_string_to_metric_families(metrics)
+            for s in f.samples
+            if s.name == "envoy2mqtt_messages_published_total"
+        ]
+        configs = sum(1 for e in watcher.events if e.topic.startswith("homeassistant/device/"))
+        # only what the broker took counts: discovery, not the refused states and availability
+        assert published, metrics
+        assert published[0] <= configs + 2, (published, configs)
+        refusals = _events(daemon, "does not take our messages")
+        assert len(refusals) == 1, daemon.log_text()
+        assert "not authorized" in json.dumps(refusals[0])
+        assert "Traceback" not in daemon.log_text()
+    finally:
+        broker.stop()
+
+
+async def test_two_daemons_with_the_same_client_id_say_so_and_back_off(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    async with (
+        Simulator(SimulatorConfig(profile="legacy-unmetered")) as sim,
+        Watcher(mosquitto.port) as watcher,
+    ):
+        daemons = []
+        for name in ("one", "two"):
+            directory = tmp_path / name
+            directory.mkdir()
+            config = write_config(directory, mosquitto.port, envoy_table(sim), sim=sim)
+            config.write_text(
+                config.read_text().replace("[mqtt]\n", '[mqtt]\nclient_id = "envoy2mqtt-shared"\n')
+            )
+            daemon = Daemon(config, directory / "daemon.log")
+            await daemon.start()
+            daemons.append(daemon)
+        await watcher.wait_for(lambda: f"envoy2mqtt/{sim.serial}/system" in watcher.latest, 40, "a reading")
+        await asyncio.sleep(45)
+        for daemon in daemons:
+            assert daemon.running
+            code, _ = await daemon.terminate()
+            assert code == 0
+    taken_over = [len(_events(d, "mqtt session taken over")) for d in daemons]
+    assert sum(taken_over) >= 1, [d.log_text()[-3000:] for d in daemons]
+    assert all(t <= 1 for t in taken_over), taken_over
+    assert all(
+        "envoy2mqtt-shared" in json.dumps(_events(d, "mqtt session taken over"))
+        for d in daemons
+        if _events(d, "mqtt session taken over")
+    )
+    # the broker's view: the issue saw 120 connects in 90 s; with a backoff that keeps growing
+    # (1, 2, 4 ... 60 s, reset only after 30 s of stable connection) it is a handful
+    connects = [
+        int(line.split(":", 1)[0])
+        for line in mosquitto.log.read_text().splitlines()
+        if "New client connected" in line and "as envoy2mqtt-shared " in line
+    ]
+    assert len(connects) <= 16, len(connects)
+    gaps = [b - a for a, b in itertools.pairwise(connects)]
+    assert max(gaps[len(gaps) // 2 :]) >= 5, gaps
+    for daemon in daemons:
+        assert len(daemon.log_lines()) < 60, daemon.log_text()[-3000:]

@@ -31,6 +31,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 import structlog
@@ -50,6 +51,15 @@ OFFLINE = b"offline"
 MAX_BACKOFF = 60.0
 HA_BIRTH_DELAY = (1.0, 5.0)
 SHUTDOWN_TIMEOUT = 10.0
+
+# A connection that stayed up this long was a good one: the reconnect backoff starts over after it.
+# One that drops sooner keeps the backoff growing (a broker that accepts and then kicks us, another
+# client taking over our client id).
+STABLE_CONNECTION = 30.0
+QUICK_LOSSES_BEFORE_TAKEOVER = 4  # quick losses in a row that mean "someone else uses our client id"
+SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason code
+UNSUPPORTED_PROTOCOL = 132  # MQTT 5 CONNACK; paho maps the 3.1.1 code 1 onto it
+ECHO_TIMEOUT = 10.0  # MQTT 3.1.1: our own availability message must come back within this
 
 # CONNACK reason codes after which retrying cannot help (MQTT 5 numbering; paho maps the 3.1.1 codes
 # 2, 4 and 5 onto 133, 134 and 135): bad client id, bad credentials, not authorized, banned, bad auth method.
@@ -131,6 +141,30 @@ def _tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     return context
 
 
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, keeping two reason codes that aiomqtt drops: the broker's answer to a QoS 1
+    publish (MQTT 5 PUBACK: "not authorized" for a topic the ACL forbids) and why the broker ended the
+    connection (MQTT 5 DISCONNECT: "session taken over")."""
+
+    puback_code = 0
+    disconnect_code = 0
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        self.puback_code = _code(reason_code)
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+    ) -> None:
+        self.disconnect_code = _code(reason_code)
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
+
+def _code(reason_code: Any) -> int:
+    value = getattr(reason_code, "value", reason_code)
+    return value if isinstance(value, int) else 0
+
+
 class Publisher:
     """Owns the MQTT connection; the rest of the bridge only calls the non-blocking ``publish``."""
 
@@ -157,7 +191,21 @@ class Publisher:
 
         self.connected = asyncio.Event()
         self.reconnects = 0
-        self.messages_published = 0
+        self.messages_published = 0  # acknowledged by the broker (refused ones are not counted)
+        self.messages_refused = 0  # refused by the broker (MQTT 5 PUBACK "not authorized"...)
+        # Why the broker does not take our messages (None: it does); readiness reports it.
+        self.refusal: str | None = None
+        self._refused_topics: set[str] = set()
+        # MQTT 5 where the broker speaks it (its PUBACK says when it refuses a message); 3.1.1 otherwise
+        self._protocol = (
+            aiomqtt.ProtocolVersion.V311 if settings.protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5
+        )
+        self._protocol_pinned = settings.protocol != "auto"  # "auto" until a connection worked
+        self._quick_losses = 0
+        self._takeover = False  # inside a takeover episode: the backoff keeps growing
+        self._takeover_reported = False
+        self._echo_task: asyncio.Task[None] | None = None
+        self._echo_seen = asyncio.Event()
         self.ha_births = 0  # Home Assistant birth messages seen
         self.ha_republishes = 0  # republishes those births triggered (debounced)
 
@@ -272,23 +320,34 @@ class Publisher:
         ever_connected = False
         try:
             while not self._stop_requested():
+                client = self._new_client()
+                came_up = False
                 try:
-                    client = self._new_client()
                     async with client:
+                        came_up = True
+                        self._protocol_pinned = True
                         if ever_connected:
                             self.reconnects += 1
                         ever_connected = True
-                        self.backoff.succeeded()
-                        log.info(
+                        if not self._takeover:
+                            self.backoff.succeeded()
+                        self.backoff.started()
+                        (log.debug if self._takeover_reported else log.info)(
                             "mqtt connected",
                             host=self._settings.host,
                             port=self._settings.port,
                             reconnects=self.reconnects,
+                            protocol="5" if self._protocol == aiomqtt.ProtocolVersion.V5 else "3.1.1",
                         )
                         await self._session(client)
                     if self._stop_requested():
                         break
                 except MqttConnectError as exc:
+                    if _code(exc.rc) == UNSUPPORTED_PROTOCOL and not self._protocol_pinned:
+                        log.info("the MQTT broker does not speak MQTT 5; using 3.1.1")
+                        self._protocol = aiomqtt.ProtocolVersion.V311
+                        self._protocol_pinned = True
+                        continue
                     reason = _refusal_reason(exc)
                     if reason is not None:
                         raise MqttError(
@@ -297,11 +356,25 @@ class Publisher:
                         ) from None
                     self._connection_lost(exc)
                 except (aiomqtt.MqttError, OSError) as exc:
-                    self._connection_lost(exc)
+                    if (
+                        not came_up
+                        and not self._protocol_pinned
+                        and not isinstance(exc, ConnectionRefusedError)
+                    ):
+                        # A broker that reads MQTT 5 as garbage may close or never answer instead of
+                        # refusing the version: try the other protocol next (kept once one works).
+                        self._protocol = (
+                            aiomqtt.ProtocolVersion.V311
+                            if self._protocol == aiomqtt.ProtocolVersion.V5
+                            else aiomqtt.ProtocolVersion.V5
+                        )
+                    self._connection_lost(exc, taken_over=self._taken_over(client, came_up))
                 if self._stop_requested():
                     break
                 delay = self.backoff.failed()
-                log.info("mqtt reconnecting", delay=round(delay, 2), attempt=self.backoff.failures)
+                (log.debug if self._takeover_reported else log.info)(
+                    "mqtt reconnecting", delay=round(delay, 2), attempt=self.backoff.failures
+                )
                 await self._sleep_unless_stopped(delay)
         finally:
             self._disconnected()
@@ -334,9 +407,9 @@ class Publisher:
     def _stop_requested(self) -> bool:
         return self._stopping
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_client(self) -> _Client:
         s = self._settings
-        return aiomqtt.Client(
+        return _Client(
             s.host,
             s.port,
             username=s.username or None,
@@ -347,12 +420,45 @@ class Publisher:
             tls_context=self._tls,
             timeout=30,
             logger=_CLIENT_LOG,
+            protocol=self._protocol,
         )
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    def _taken_over(self, client: _Client, came_up: bool) -> bool:
+        """Whether the connection just lost was taken over by another client with our client id.
+
+        MQTT 5 brokers may say so (DISCONNECT "session taken over"); otherwise the sign is a connection
+        that keeps dropping soon after it came up while the broker stays reachable (every reconnect
+        works at once). During such an episode the backoff keeps growing; it starts over only after a
+        connection stayed up `STABLE_CONNECTION` seconds. A connect that fails means the broker itself
+        was down (a restart): that is no takeover, and reconnects stay quick as before.
+        """
+        if not came_up:
+            self._quick_losses = 0
+            self._takeover = False
+            return False
+        if self.backoff.reset_after_stable(STABLE_CONNECTION):
+            self._quick_losses = 0
+            self._takeover = False
+            self._takeover_reported = False
+            return False
+        self._quick_losses += 1
+        if client.disconnect_code == SESSION_TAKEN_OVER or self._quick_losses >= QUICK_LOSSES_BEFORE_TAKEOVER:
+            self._takeover = True
+        return self._takeover
+
+    async def _session(self, client: _Client) -> None:
+        echo = self._protocol != aiomqtt.ProtocolVersion.V5
+        if echo:
+            # 3.1.1 acknowledges what an ACL drops: check that our own availability message comes back.
+            self._echo_seen.clear()
+            await client.subscribe(self._topics.bridge_availability, qos=1)
+            _reraise_lost_cancel()
+        client.puback_code = 0
         await client.publish(self._topics.bridge_availability, ONLINE, qos=1, retain=True)
         _reraise_lost_cancel()
-        self.messages_published += 1
+        self._acknowledged(self._topics.bridge_availability, client.puback_code)
+        if echo:
+            self._echo_task = asyncio.get_running_loop().create_task(self._watch_echo())
         if self._settings.discovery:
             await client.subscribe(self._topics.ha_status, qos=1)
             _reraise_lost_cancel()
@@ -382,7 +488,7 @@ class Publisher:
                 )
             raise
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, client: _Client) -> None:
         async with asyncio.TaskGroup() as group:
             listener = group.create_task(self._listen(client))
             self._sender = group.create_task(self._send(client))
@@ -396,9 +502,23 @@ class Publisher:
             listener.cancel()
             self._sender.cancel()
 
-    def _connection_lost(self, exc: BaseException) -> None:
+    def _connection_lost(self, exc: BaseException, *, taken_over: bool = False) -> None:
         self._disconnected()
-        if not self._stopping:
+        if self._stopping:
+            return
+        if taken_over:
+            if not self._takeover_reported:
+                self._takeover_reported = True
+                log.error(
+                    "mqtt session taken over: another client connects with the same client id, and the "
+                    "broker drops one of the two each time; give each bridge its own mqtt.client_id "
+                    "(or leave it empty). Reconnecting with a growing backoff",
+                    client_id=self._client_id,
+                    host=self._settings.host,
+                    port=self._settings.port,
+                )
+            return
+        if not self._takeover_reported:
             log.warning(
                 "mqtt connection lost" if self.messages_published else "mqtt connection failed",
                 host=self._settings.host,
@@ -407,6 +527,9 @@ class Publisher:
             )
 
     def _disconnected(self) -> None:
+        if self._echo_task is not None:
+            self._echo_task.cancel()
+            self._echo_task = None
         self.connected.clear()
         self._once.clear()
         self._client = None
@@ -438,20 +561,22 @@ class Publisher:
                 if self._outbox.get(topic) is not message:
                     self._enqueue(topic, message)
 
-    async def _send(self, client: aiomqtt.Client) -> None:
+    async def _send(self, client: _Client) -> None:
         while True:
             await self._wakeup.wait()
             while self._outbox or self._once:
                 if self._once:
                     topic, message = self._once.popleft()
+                    client.puback_code = 0
                     await client.publish(topic, message.payload, qos=message.qos, retain=False)
                     _reraise_lost_cancel()
-                    self.messages_published += 1
+                    self._acknowledged(topic, client.puback_code)
                     continue
                 topic, message = next(iter(self._outbox.items()))
+                client.puback_code = 0
                 await client.publish(topic, message.payload, qos=message.qos, retain=message.retain)
                 _reraise_lost_cancel()
-                self.messages_published += 1
+                self._acknowledged(topic, client.puback_code)
                 if self._outbox.get(topic) is message:
                     del self._outbox[topic]
             self._wakeup.clear()
@@ -468,8 +593,58 @@ class Publisher:
         with contextlib.suppress(aiomqtt.MqttError):
             await client.unsubscribe(topic_filter)
 
+    def _acknowledged(self, topic: str, code: int) -> None:
+        """Count a publish the broker took; report once when it starts refusing them (MQTT 5 PUBACK)."""
+        if code < 128:
+            self.messages_published += 1
+            if topic in self._refused_topics:
+                self._refused_topics.discard(topic)
+                if not self._refused_topics:
+                    self.refusal = None
+                    log.info("the MQTT broker accepts our messages again")
+            return
+        self.messages_refused += 1
+        first = not self._refused_topics
+        self._refused_topics.add(topic)
+        if first:
+            reason = "not authorized" if code == 135 else f"reason code {code}"
+            self._refuse(
+                f"the broker refuses our messages ({reason}), e.g. on {topic}",
+                topic=topic,
+                reason=reason,
+            )
+
+    def _refuse(self, refusal: str, **context: Any) -> None:
+        self.refusal = refusal
+        log.error(
+            "the MQTT broker does not take our messages: they are not delivered. Allow this client to "
+            f"publish under {self._topics.base}/# and {self._topics.discovery_prefix}/# in the broker's ACL",
+            problem=refusal,
+            client_id=self._client_id,
+            username=self._settings.username or None,
+            **context,
+        )
+
+    async def _watch_echo(self) -> None:
+        try:
+            await asyncio.wait_for(self._echo_seen.wait(), ECHO_TIMEOUT)
+        except TimeoutError:
+            if self.refusal is None and self.connected.is_set():
+                topic = self._topics.bridge_availability
+                self._refuse(
+                    f"our own message on {topic} did not come back within {ECHO_TIMEOUT:.0f} s "
+                    "(an MQTT 3.1.1 broker acknowledges what its ACL drops)",
+                    topic=topic,
+                )
+
     async def _listen(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            own = message.topic.matches(self._topics.bridge_availability)
+            if own and not message.retain and message.payload in (ONLINE, "online"):
+                self._echo_seen.set()
+                if self.refusal is not None and not self._refused_topics:
+                    self.refusal = None
+                    log.info("the MQTT broker delivers our messages again")
             if message.topic.matches(self._topics.ha_status):
                 if self._settings.discovery and message.payload in (ONLINE, "online"):
                     self._home_assistant_born()
