@@ -9,6 +9,7 @@ distinct failure is logged once while the Envoy keeps failing.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -53,6 +54,7 @@ class PollHealth:
         self._error_is_correction = False
         self._last_failure_at: float | None = None
         self._failure_problems: set[str] = set()  # failures logged since the last success
+        self._slow = False  # the last system poll took longer than the cadence (said once)
         # Ticks skipped while the Envoy keeps failing: one system interval, doubling up to BREAKER_CAP
         # (exact: the ticks themselves already carry the cadence's jitter).
         self._breaker = RetryPolicy(
@@ -105,6 +107,24 @@ class PollHealth:
             self.metrics.record_error(self.label, error_kind(exc))
         if self.failing:
             self._set_available(False)
+
+    def system_poll_took(self, seconds: float) -> None:
+        """Record a system poll's duration; say once when it outgrows the cadence (ticks are then
+        skipped and readings come late: a slow Envoy, not a dead one, so availability stays online)."""
+        self.poll_duration = round(seconds, 3)
+        interval = self.polling.system_interval
+        if seconds > interval and not self._slow:
+            self._slow = True
+            self.log.warning(
+                "envoy has become slow: a system poll took longer than the cadence, so polls are "
+                "skipped and readings come late",
+                poll_duration=round(seconds, 1),
+                system_interval=interval,
+                skipped_ticks=math.floor(seconds / interval),
+            )
+        elif self._slow and seconds <= interval / 2:
+            self._slow = False
+            self.log.info("envoy answers in time again", poll_duration=round(seconds, 1))
 
     def counter_corrected(self, reason: str) -> None:
         """A counter guard correction: shown as `last_error` until the next failure replaces it."""

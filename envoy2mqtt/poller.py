@@ -340,7 +340,7 @@ class EnvoyPoller:
             self.health.failed(exc, "system")
         else:
             self.health.succeeded("system")
-        self.health.poll_duration = round(self.clock.monotonic() - started, 3)
+        self.health.system_poll_took(self.clock.monotonic() - started)
         self._publish_gateway()
 
     async def _device_tick(self, requested: bool = False) -> None:

@@ -489,3 +489,27 @@ async def test_two_daemons_with_the_same_client_id_say_so_and_back_off(
     assert max(gaps[len(gaps) // 2 :]) >= 5, gaps
     for daemon in daemons:
         assert len(daemon.log_lines()) < 60, daemon.log_text()[-3000:]
+
+
+async def test_an_envoy_that_became_slow_is_said_once(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    async with (
+        Simulator(SimulatorConfig(profile="legacy-unmetered")) as sim,
+        Watcher(mosquitto.port) as watcher,
+    ):
+        config = write_config(tmp_path, mosquitto.port, envoy_table(sim), sim=sim, system_interval=10)
+        daemon = Daemon(config, tmp_path / "daemon.log")
+        await daemon.start()
+        system = f"envoy2mqtt/{sim.serial}/system"
+        await watcher.wait_for(lambda: system in watcher.latest, 40, "the first reading")
+        sim.faults.slow(12)  # every request now takes 12 s: a system poll overruns its 10 s cadence
+        deadline = time.monotonic() + 50
+        while not _events(daemon, "envoy has become slow") and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(15)  # more slow polls: still one line
+        slow = _events(daemon, "envoy has become slow")
+        assert len(slow) == 1, daemon.log_text()[-3000:]
+        assert slow[0]["system_interval"] == 10
+        assert float(str(slow[0]["poll_duration"])) > 10
+        sim.faults.clear()
+        code, _ = await daemon.terminate()
+        assert code == 0
