@@ -7,9 +7,17 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from envoy2mqtt.config import Settings, config_file_warnings, load_settings
+from envoy2mqtt.config import (
+    EnvoySettings,
+    MqttSettings,
+    PollingSettings,
+    Settings,
+    config_file_warnings,
+    format_validation_error,
+    load_settings,
+)
 from envoy2mqtt.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,3 +142,51 @@ def test_world_readable_config_with_secrets_warns(tmp_path: Path) -> None:
     assert config_file_warnings(path, load_settings(path))
     path.chmod(0o600)
     assert config_file_warnings(path, load_settings(path)) == []
+
+
+# -- issue 14: values that used to pass validation and fail at run time ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "words"),
+    [
+        ("http://admin:pw@192.168.1.50", "username / password"),
+        ("http://", "no address"),
+        ("192.168.1.50/home", "without a path"),
+        ("192.168.1.50:99999", "port outside"),
+        ("envoy local", "spaces"),
+        ("fd00::50", "brackets"),
+    ],
+)
+def test_envoy_hosts_that_cannot_work_are_refused(host: str, words: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        EnvoySettings(host=host)
+    message = format_validation_error(info.value)
+    assert words in message
+    assert "pw@" not in message
+
+
+@pytest.mark.parametrize("host", ["192.168.1.50", "envoy.local:8443", "https://[fd00::50]", "http://envoy/"])
+def test_envoy_hosts_that_work_are_kept(host: str) -> None:
+    assert EnvoySettings(host=host).host == host.rstrip("/")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_intervals_are_refused(value: float) -> None:
+    with pytest.raises(ValidationError):
+        PollingSettings(system_interval=value)
+
+
+def test_state_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for path in (afile, afile / "state"):
+        with pytest.raises(ValidationError) as info:
+            Settings(state_dir=path, envoy=[EnvoySettings(host="192.168.1.50")])
+        assert "state_dir" in format_validation_error(info.value)
+
+
+def test_mqtt_strings_longer_than_mqtt_allows_are_refused() -> None:
+    with pytest.raises(ValidationError) as info:
+        MqttSettings(client_id="x" * 70_000)
+    assert "65535" in format_validation_error(info.value)

@@ -533,3 +533,58 @@ def test_published_lifetime_never_decreases(
         if not track.holding:
             assert published == pytest.approx(value + track.offset)
         last = published
+
+
+# -- issue 14: a lost state file, a host clock that jumps ---------------------------------------------
+
+
+def test_recovered_values_continue_without_going_back_or_counting_twice(tmp_path: Path) -> None:
+    guard = make_guard(tmp_path)
+    assert guard.needs_recovery  # no state file: the daemon reads the broker's retained states
+    assert guard.recover({("system", LIFE): 10_284_087.0}) == 1
+    assert not guard.needs_recovery
+    out, corrections = guard.guard("system", {LIFE: 5_000}, lifetime_keys=[LIFE], daily_keys=[], now=T0)
+    assert out[LIFE] == 10_284_087  # not 5 000 (backwards), not 10 289 087 (counted twice)
+    assert [c.key for c in corrections] == [LIFE]
+    out, _ = guard.guard("system", {LIFE: 5_100}, lifetime_keys=[LIFE], daily_keys=[], now=T0 + 60)
+    assert out[LIFE] == 10_284_187
+    guard.flush()
+    again = make_guard(tmp_path)
+    assert not again.needs_recovery
+    out, _ = again.guard("system", {LIFE: 5_200}, lifetime_keys=[LIFE], daily_keys=[], now=T0 + 120)
+    assert out[LIFE] == 10_284_287
+
+
+def test_recovered_value_below_the_envoys_counter_is_just_superseded(tmp_path: Path) -> None:
+    guard = make_guard(tmp_path)
+    guard.recover({("system", LIFE): 4_000.0})
+    out, corrections = guard.guard("system", {LIFE: 5_000}, lifetime_keys=[LIFE], daily_keys=[], now=T0)
+    assert out[LIFE] == 5_000
+    assert corrections == []
+
+
+@pytest.mark.parametrize("jump", [86_400.0, -86_400.0, 3 * 3600.0])
+def test_a_wall_clock_jump_is_not_a_midnight(tmp_path: Path, jump: float) -> None:
+    guard = make_guard(tmp_path, "Europe/Paris")
+    noon = datetime(2026, 6, 1, 12, 0, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
+    if jump == 3 * 3600.0:
+        noon += 10 * 3600  # 22:00: three hours later is tomorrow
+    keys = {"lifetime_keys": [LIFE], "daily_keys": [TODAY]}
+    out, _ = guard.guard("system", {LIFE: 1_000_000, TODAY: 5_220}, now=noon, monotonic=100.0, **keys)
+    assert out[TODAY] == 5_220
+    with capture_logs() as logs:
+        out, corrections = guard.guard(
+            "system", {LIFE: 1_000_010, TODAY: 5_230}, now=noon + 60 + jump, monotonic=160.0, **keys
+        )
+    assert out[TODAY] == 5_230  # not the ~10 Wh "since midnight" of a fake new day
+    assert corrections == []
+    assert any("host clock jumped" in line["event"] for line in logs)
+
+
+def test_a_real_midnight_still_resets_the_daily_counter(tmp_path: Path) -> None:
+    guard = make_guard(tmp_path, "Europe/Paris")
+    late = datetime(2026, 6, 1, 23, 59, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
+    keys = {"lifetime_keys": [LIFE], "daily_keys": [TODAY]}
+    guard.guard("system", {LIFE: 1_000_000, TODAY: 9_000}, now=late, monotonic=100.0, **keys)
+    out, _ = guard.guard("system", {LIFE: 1_000_005, TODAY: 5}, now=late + 120, monotonic=220.0, **keys)
+    assert out[TODAY] == 5
