@@ -113,7 +113,7 @@ class PollHealth:
         skipped and readings come late: a slow Envoy, not a dead one, so availability stays online)."""
         self.poll_duration = round(seconds, 3)
         interval = self.polling.system_interval
-        if seconds > interval and not self._slow:
+        if seconds > interval and self.failures == 0 and not self._slow:  # slow answers, not failures
             self._slow = True
             self.log.warning(
                 "envoy has become slow: a system poll took longer than the cadence, so polls are "

@@ -243,11 +243,22 @@ class EnvoyPoller:
         """Read /info, authenticate, probe the features, learn the timezone."""
         info = await self.client.connect()
         self._adopt_info(info)
-        if self.guard is not None and self.serial is not None:  # before anything is published
-            await recover_counters(
-                self.guard, self.settings.mqtt, self.announcer.topics, self.serial, envoy=self.envoy.label
+        recovery: asyncio.Task[int] | None = None
+        if self.guard is not None and self.serial is not None and self.guard.needs_recovery:
+            # a lost counter state file: read the broker's retained states while the probe runs
+            recovery = asyncio.create_task(
+                recover_counters(
+                    self.guard, self.settings.mqtt, self.announcer.topics, self.serial, envoy=self.envoy.label
+                )
             )
-        features = await self._probe()
+        try:
+            features = await self._probe()
+        except BaseException:
+            if recovery is not None:
+                recovery.cancel()
+            raise
+        if recovery is not None:
+            await recovery  # before anything is published
         self.log.info(
             "envoy ready",
             serial=info.serial,

@@ -342,7 +342,7 @@ async def test_a_wall_clock_jump_is_not_a_local_midnight(mosquitto: Mosquitto, t
         poller = EnvoyPoller(envoy, settings, publisher, topics, clock=clock)
         try:
             await asyncio.wait_for(publisher.connected.wait(), 10)
-            await poller._connect()
+            await poller.connect()
             system = f"envoy2mqtt/{sim.serial}/system"
 
             async def cycle(what: str) -> tuple[float, list[float]]:

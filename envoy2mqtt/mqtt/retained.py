@@ -17,7 +17,7 @@ from envoy2mqtt.errors import MqttError
 from envoy2mqtt.mqtt.publisher import _tls_context
 
 READ_TIMEOUT = 5.0  # at most this long in all (connect, subscribe, collect)
-QUIET = 0.5  # retained messages come right after SUBACK: stop after this long without a new one
+QUIET = 0.25  # retained messages come right after SUBACK: stop after this long without a new one
 
 
 class RetainedReadError(Exception):
