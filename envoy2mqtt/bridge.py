@@ -9,7 +9,8 @@ with an optional `transaction`; the answer goes to `<base>/bridge/response/<comm
   polls now. Refused, with `retry_after` seconds, when that Envoy's last poll of the cadence started less
   than the cadence's floor ago (10 s system, 60 s devices: the same floors as the configuration).
 - `token/refresh`: `{"envoy": ...}` fetches a new token from Enlighten now (token Envoys with Enlighten
-  credentials); answers with the token's type and expiry, never the token.
+  credentials); answers with the token's type and expiry, never the token. At most one per Envoy every
+  10 minutes (refused with `retry_after`): anyone on the broker must not make the bridge hammer Enlighten.
 - `discovery/republish`: every discovery config and last state again.
 - `log_level`: `{"level": "debug"|"info"|"warning"|"error"}` changes the level at run time.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +48,8 @@ Cadence = Literal["system", "devices"]
 CADENCES: tuple[Cadence, ...] = ("system", "devices")
 # The minimum gap between two polls of one cadence of one Envoy, requested or scheduled.
 POLL_FLOORS: dict[Cadence, float] = {"system": SYSTEM_INTERVAL_FLOOR, "devices": DEVICE_INTERVAL_FLOOR}
+# A token refresh logs in to Enlighten: at most one per Envoy in this many seconds, whoever asks.
+TOKEN_REFRESH_FLOOR = 600.0
 COMMANDS = ("health_check", "poll", "token/refresh", "discovery/republish", "log_level")
 MAX_IN_FLIGHT = 16
 _TRANSACTION_MAX = 200
@@ -195,7 +199,10 @@ class BridgeApi:
         *,
         started_at: float | None = None,
         log_level: Callable[[], str] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._monotonic = monotonic
+        self._token_refreshed_at: dict[str, float] = {}
         self.settings = settings
         self.publisher = publisher
         self.topics = topics
@@ -360,6 +367,21 @@ class BridgeApi:
         envoys = [s for s in self._envoys(body) if s.auth_mode == "token"]
         if not envoys:
             raise RequestError("no Envoy here uses token authentication (firmware 7 and later)")
+        now = self._monotonic()
+        waits = {
+            s.id: max(1, round(TOKEN_REFRESH_FLOOR - (now - self._token_refreshed_at[s.id]) + 0.5))
+            for s in envoys
+            if now - self._token_refreshed_at.get(s.id, -math.inf) < TOKEN_REFRESH_FLOOR
+        }
+        if waits:
+            wait = max(waits.values())
+            raise RequestError(
+                f"refused: a token was requested for {', '.join(sorted(waits))} less than "
+                f"{TOKEN_REFRESH_FLOOR:g} s ago; try again in {wait} s",
+                {"retry_after": wait},
+            )
+        for status in envoys:
+            self._token_refreshed_at[status.id] = now
         refreshed: dict[str, Payload] = {}
         failures: dict[str, str] = {}
         for status in envoys:

@@ -78,13 +78,13 @@ class Control:
         return previous
 
 
-def _api(control: Control) -> BridgeApi:
+def _api(control: Control, **kw: Any) -> BridgeApi:
     settings = Settings(
         mqtt=MqttSettings(password=SECRET),  # type: ignore[arg-type]
         envoy=[EnvoySettings(host="envoy.local", enlighten_password=SECRET)],  # type: ignore[arg-type]
     )
     publisher = Publisher(settings.mqtt, TOPICS)  # never connected: responses are returned, not sent
-    return BridgeApi(settings, publisher, TOPICS, control, started_at=1_780_000_000.0)
+    return BridgeApi(settings, publisher, TOPICS, control, started_at=1_780_000_000.0, **kw)
 
 
 async def _ask(api: BridgeApi, command: str, body: Any = None) -> dict[str, Any]:
@@ -156,6 +156,21 @@ async def test_token_refresh_only_for_token_envoys_and_never_the_token() -> None
     answer = await _ask(_api(control), "token/refresh", {"envoy": "222"})
     assert answer["status"] == "error"
     assert "token authentication" in answer["error"]
+
+
+async def test_token_refresh_has_a_floor_per_envoy() -> None:
+    control = Control()
+    now = [1000.0]
+    api = _api(control, monotonic=lambda: now[0])
+    assert (await _ask(api, "token/refresh"))["status"] == "ok"
+    now[0] += 120
+    answer = await _ask(api, "token/refresh", {"envoy": "111"})
+    assert answer["status"] == "error"
+    assert answer["data"]["retry_after"] == 480
+    assert control.refreshed == ["111"]
+    now[0] += 480
+    assert (await _ask(api, "token/refresh"))["status"] == "ok"
+    assert control.refreshed == ["111", "111"]
 
 
 async def test_log_level_and_republish() -> None:
