@@ -37,6 +37,24 @@ from tests.e2e import Daemon, Watcher, envoy_table, write_config
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
+@pytest.fixture(autouse=True)
+def _no_daemon_left_behind(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test that fails half-way must not leave its daemon running: kill what is still alive."""
+    started: list[Daemon] = []
+    original = Daemon.start
+
+    async def start(self: Daemon) -> None:
+        await original(self)
+        started.append(self)
+
+    monkeypatch.setattr(Daemon, "start", start)
+    yield
+    for daemon in started:
+        if daemon.proc is not None and daemon.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon.proc.pid, signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, options: str) -> Iterator[Path]:
     """A private tmpfs at `path` (`ro`, `size=64k`...): needs root (CI runs as root); skips otherwise."""
