@@ -17,6 +17,7 @@ from typing import Any
 import aiomqtt
 
 from envoy2mqtt.simulator import Simulator
+from tests.support import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,6 +98,7 @@ class Daemon:
             stderr=asyncio.subprocess.STDOUT,
             env=self.env,
             cwd=str(ROOT),
+            preexec_fn=die_with_parent,
         )
 
     @property

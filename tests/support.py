@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -20,6 +22,17 @@ def capture_folders() -> list[Path]:
     if not CAPTURES.is_dir():
         return []
     return sorted(p for p in CAPTURES.iterdir() if p.is_dir())
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for the processes a test starts: the kernel kills them when the test process dies.
+
+    A test killed by its timeout (or a crashed worker) must not leave a daemon or a broker running that
+    keeps the machine busy for the rest of the suite.
+    """
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
 def free_port() -> int:
@@ -70,6 +83,7 @@ class Mosquitto:
             [mosquitto_binary(), "-c", str(self.conf)],
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         wait_port(self.port)
 
