@@ -35,6 +35,7 @@ class Entity:
     lifetime: bool = False  # a counter that must never go down in what is published
     daily: bool = False  # a counter that may drop only at the Envoy's local midnight
     template: str | None = None  # overrides the default `{{ value_json.<key> }}`
+    attributes: str | None = None  # a json_attributes_template: extra attributes from the same topic
 
 
 def _power(key: str, name: str, **kw: object) -> Entity:
@@ -158,6 +159,8 @@ def _stale(key: str, name: str) -> Entity:
         state_class="measurement",
         icon="mdi:timer-sand-empty",
         template=f"{{{{ value_json.{key} | length }}}}",
+        # the serials and their last report as the entity's attributes: Home Assistant shows who is stale
+        attributes=f"{{{{ {{'devices': value_json.{key}}} | tojson }}}}",
     )
 
 

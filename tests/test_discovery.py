@@ -293,6 +293,31 @@ def test_templates_render_like_home_assistant() -> None:
     )
 
 
+def test_health_last_error_and_grid_templates_render_like_home_assistant() -> None:
+    """Stale devices: a count as the state, the serials and last reports as attributes; the Last error
+    entity reads OK while the payload's last_error is null; the grid relay as a connectivity sensor."""
+    jinja2 = pytest.importorskip("jinja2")
+    environment = jinja2.Environment(autoescape=False)
+    stale = [{"serial": "122310000009", "last_report": "2026-06-21T10:00:00Z"}]
+    health = {"inverters_reporting": 23, "inverters_stale": stale, "inverters_underperforming": 1}
+    doc = gateway_doc({"on_grid": False}, {"last_error": None}, None, health)
+    parts = doc["components"]
+
+    def render(template: str, value_json: Payload) -> str:
+        return str(environment.from_string(template).render(value_json=value_json))
+
+    assert render(parts["inverters_stale"]["value_template"], health) == "1"
+    assert parts["inverters_stale"]["json_attributes_topic"] == TOPICS.health(GW.serial)
+    attributes = json.loads(render(parts["inverters_stale"]["json_attributes_template"], health))
+    assert attributes == {"devices": stale}
+    assert render(parts["last_error"]["value_template"], {"last_error": None}) == "OK"
+    assert render(parts["last_error"]["value_template"], {"last_error": "timeout"}) == "timeout"
+    assert render(parts["on_grid"]["value_template"], {"on_grid": False}) == "OFF"
+    assert render(parts["on_grid"]["value_template"], {"on_grid": True}) == "ON"
+    assert parts["on_grid"]["device_class"] == "connectivity"
+    check(doc)
+
+
 def test_energy_dashboard_inputs_need_no_templates() -> None:
     """Solar, grid import/export, battery in/out: energy, Wh, total_increasing; power: W, measurement."""
     doc = gateway_doc(full(SYSTEM), None, {"storage": full(METER), "net-consumption": full(METER)})

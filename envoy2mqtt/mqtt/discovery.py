@@ -310,6 +310,9 @@ def _component(row: Entity, name: str, state_topic: str, value_template: str, ex
         "state_topic": state_topic,
         "value_template": value_template,
     }
+    if row.attributes is not None:
+        component["json_attributes_topic"] = state_topic
+        component["json_attributes_template"] = row.attributes
     if row.platform == "binary_sensor":
         component["payload_on"] = "ON"
         component["payload_off"] = "OFF"
