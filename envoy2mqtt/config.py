@@ -41,6 +41,9 @@ MQTT_STRING_LIMIT = 65535  # bytes: MQTT encodes every string with a 2-byte leng
 TOPIC_ROOT_LIMIT = 1024  # bytes: the roots leave room under MQTT's 65535-byte topic limit
 _LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")  # underscores too: some local DNS allows them
+REALTIME_INTERVAL_FLOOR = 1
+REALTIME_INTERVAL_CAP = 60  # the adaptive interval never backs off beyond this
+_CLOCK_TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
 def _read_secret_file(path: str, key: str) -> SecretStr:
@@ -187,6 +190,58 @@ class PollingSettings(_Section):
         return value
 
 
+def parse_window(value: str) -> tuple[int, int] | None:
+    """`"22:55-23:10"` -> (start, end) in minutes after local midnight; "" -> None (no window)."""
+    value = value.strip()
+    if not value:
+        return None
+    start, sep, end = value.partition("-")
+    first, last = _CLOCK_TIME.match(start.strip()), _CLOCK_TIME.match(end.strip())
+    if not sep or first is None or last is None:
+        raise ValueError(
+            'must be "HH:MM-HH:MM" in the Envoy\'s local time (e.g. "22:55-23:10"), or "" for none'
+        )
+    begin = int(first[1]) * 60 + int(first[2])
+    finish = int(last[1]) * 60 + int(last[2])
+    if begin == finish:
+        raise ValueError('start and end are the same time: give a window of at least one minute, or ""')
+    return begin, finish
+
+
+class RealtimeSettings(_Section):
+    """The opt-in fast cadence of grid / solar / battery / house power (`<base>/<envoy>/live`)."""
+
+    enabled: bool = False
+    interval: float = Field(5, description="seconds between real-time reads")
+    source: Literal["auto", "meters", "livedata"] = "auto"
+    maintenance_window: str = "22:55-23:10"  # Envoy local time; real-time reads pause inside it
+    calm_period: float = Field(120, ge=5, le=3600)  # fast and error-free this long: the interval steps down
+    failure_pause: float = Field(300, ge=5, le=3600)  # after a burst of failures, pause this long
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_bounds(cls, value: float) -> float:
+        if value < REALTIME_INTERVAL_FLOOR:
+            raise ValueError(
+                f"must be at least {REALTIME_INTERVAL_FLOOR} second: faster polling freezes the Envoy"
+            )
+        if value > REALTIME_INTERVAL_CAP:
+            raise ValueError(
+                f"must be at most {REALTIME_INTERVAL_CAP} seconds: slower than that, use polling.system_interval"
+            )
+        return value
+
+    @field_validator("maintenance_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        parse_window(value)
+        return value.strip()
+
+    @property
+    def window(self) -> tuple[int, int] | None:
+        return parse_window(self.maintenance_window)
+
+
 class CloudSettings(_Section):
     """The Enphase cloud. Defaults are the real URLs; tests point them at the simulator."""
 
@@ -223,6 +278,7 @@ class EnvoySettings(_Section):
     controls: bool = False  # accept commands from MQTT / Home Assistant (README "Controls")
     allow_grid_relay: bool = False  # also the grid relay (can take the house off grid); needs controls
     opt_schedules_off: bool = False  # a storage mode write also sets opt_schedules false (8.2.42xx+)
+    realtime: bool = True  # false leaves this Envoy out of [realtime]
 
     @field_validator("host")
     @classmethod
@@ -368,6 +424,7 @@ class Settings(BaseSettings):
     health: HealthSettings = HealthSettings()
     controls: ControlSettings = ControlSettings()
     fleet: FleetSettings = FleetSettings()
+    realtime: RealtimeSettings = RealtimeSettings()
     envoy: list[EnvoySettings] = Field(default_factory=list)
 
     _toml_path: ClassVar[Path | None] = None

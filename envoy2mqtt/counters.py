@@ -155,6 +155,11 @@ class CounterGuard:
         self._load()
         self._needs_recovery = not self._lifetimes
 
+    @property
+    def zone(self) -> tzinfo:
+        """The Envoy's local timezone as the counters use it (UTC until known)."""
+        return self._zone
+
     def set_timezone(self, timezone: str | None) -> None:
         """The Envoy's local timezone (from /home); UTC when None or empty."""
         self._zone = _zone(timezone)

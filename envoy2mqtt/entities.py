@@ -12,7 +12,7 @@ from typing import Literal
 
 from envoy2mqtt.model import BATTERY_STATES, METERING_STATUSES
 
-Component = Literal["system", "gateway", "health", "inverter", "battery", "meter"]
+Component = Literal["system", "gateway", "health", "inverter", "battery", "meter", "live"]
 Platform = Literal["sensor", "binary_sensor"]
 ValueKind = Literal["number", "integer", "bool", "text", "time", "list", "enum"]
 
@@ -87,6 +87,9 @@ SYSTEM: tuple[Entity, ...] = (
     Entity("on_grid", "Grid", kind="bool", platform="binary_sensor", device_class="connectivity"),
 )
 
+# The real-time cadence's state on the gateway topic (present only while [realtime] is on).
+REALTIME_STATES = ("running", "paused-maintenance", "paused-failures", "starting")
+
 GATEWAY: tuple[Entity, ...] = (
     Entity("serial", "Serial number", kind="text", diagnostic=True, enabled=False),
     Entity("part_number", "Part number", kind="text", diagnostic=True, enabled=False),
@@ -142,6 +145,32 @@ GATEWAY: tuple[Entity, ...] = (
         unit="s",
         state_class="measurement",
         precision=2,
+        diagnostic=True,
+    ),
+    # present only while [realtime] is on for this Envoy
+    Entity(
+        "realtime_source",
+        "Real-time source",
+        kind="enum",
+        device_class="enum",
+        options=("meters", "livedata"),
+        diagnostic=True,
+    ),
+    Entity(
+        "realtime_interval",
+        "Real-time interval",
+        device_class="duration",
+        unit="s",
+        state_class="measurement",
+        precision=1,
+        diagnostic=True,
+    ),
+    Entity(
+        "realtime_state",
+        "Real-time state",
+        kind="enum",
+        device_class="enum",
+        options=REALTIME_STATES,
         diagnostic=True,
     ),
 )
@@ -417,6 +446,26 @@ METER: tuple[Entity, ...] = (
     ),
 )
 
+# `<base>/<envoy>/live` (real-time power, opt-in): entities on the gateway device, "Live ..." names.
+LIVE: tuple[Entity, ...] = (
+    Entity(
+        "timestamp", "reading time", kind="time", device_class="timestamp", diagnostic=True, enabled=False
+    ),
+    _power("grid_power", "grid power", phased=True),
+    _power("production_power", "production power", phased=True),
+    _power("consumption_power", "consumption power", phased=True),
+    _power("battery_power", "battery power", phased=True),
+    Entity(
+        "battery_soc",
+        "battery charge",
+        device_class="battery",
+        unit="%",
+        state_class="measurement",
+        precision=0,
+    ),
+)
+LIVE_LABEL = "Live"
+
 TABLES: dict[str, tuple[Entity, ...]] = {
     "system": SYSTEM,
     "gateway": GATEWAY,
@@ -424,6 +473,7 @@ TABLES: dict[str, tuple[Entity, ...]] = {
     "inverter": INVERTER,
     "battery": BATTERY,
     "meter": METER,
+    "live": LIVE,
 }
 
 # What each CT is called in entity names; meter entities live on the gateway device.

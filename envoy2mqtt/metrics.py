@@ -81,6 +81,20 @@ class Metrics:
             namespace=namespace,
             registry=self.registry,
         )
+        self.realtime_interval = Gauge(
+            "realtime_interval_seconds",
+            "Effective interval of the real-time cadence (the configured one, more while backed off)",
+            ["envoy"],
+            namespace=namespace,
+            registry=self.registry,
+        )
+        self.realtime_reads = Counter(
+            "realtime_reads",
+            "Real-time requests to an Envoy, by result: ok, failed",
+            ["envoy", "result"],
+            namespace=namespace,
+            registry=self.registry,
+        )
 
         self._published_seen = 0
 

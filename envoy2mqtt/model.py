@@ -225,3 +225,18 @@ class RawDeviceData:
     ensemble_inventory: Any = None  # /ivp/ensemble/inventory
     ensemble_power: Any = None  # /ivp/ensemble/power
     production_json: Any = None  # last production.json, for the ACB aggregate
+
+
+@dataclass(frozen=True, slots=True)
+class LiveReading(_Reading):
+    """One real-time sample (`<base>/<envoy>/live`): whole-site flows; a key the source lacks is absent."""
+
+    present: frozenset[str]
+    timestamp: str | None = None
+    grid_power: float | None = None  # + import, - export
+    production_power: float | None = None
+    consumption_power: float | None = None
+    battery_power: float | None = None  # + discharging, - charging
+    battery_soc: float | None = None
+    phases: PhaseValues | None = None
+    problems: tuple[str, ...] = ()

@@ -182,12 +182,20 @@ class EnvoyClient:
         headers: Mapping[str, str] | None,
         method: str = "GET",
         body: bytes | None = None,
+        time_limit: float | None = None,
     ) -> _Reply:
         session = self._get_session()
         middlewares = (self._digest,) if self._digest is not None else ()
+        timeout = aiohttp.ClientTimeout(total=time_limit) if time_limit is not None else REQUEST_TIMEOUT
         try:
             async with session.request(
-                method, url, headers=headers, data=body, allow_redirects=False, middlewares=middlewares
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                middlewares=middlewares,
+                timeout=timeout,
             ) as response:
                 body = await response.read()
                 return _Reply(
@@ -209,14 +217,18 @@ class EnvoyClient:
         await self.clock.sleep(self._retry.delay(attempt - 1))
 
     async def _request(
-        self, url: str, headers: Mapping[str, str] | None = None, attempts: int = MAX_ATTEMPTS
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        attempts: int = MAX_ATTEMPTS,
+        time_limit: float | None = None,
     ) -> _Reply:
         """GET with retries for connection errors and 5xx (never for 4xx)."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                reply = await self._send_once(url, headers)
+                reply = await self._send_once(url, headers, time_limit=time_limit)
             except _PinnedCertificateMismatch:
                 raise
             except EnvoyUnreachable as exc:
@@ -288,7 +300,15 @@ class EnvoyClient:
             )
         return "invalid" not in reply.text.lower()
 
-    async def _get(self, path: str, *, parse_json: bool, recover_auth: bool = True) -> Any:
+    async def _get(
+        self,
+        path: str,
+        *,
+        parse_json: bool,
+        recover_auth: bool = True,
+        attempts: int = MAX_ATTEMPTS,
+        time_limit: float | None = None,
+    ) -> Any:
         base = self._require_base()
         url = base + path
         async with self._queue.slot():
@@ -302,7 +322,7 @@ class EnvoyClient:
                     except TokenError as exc:
                         raise EnvoyAuthError(self._no_token_reason(manager, exc)) from exc
                     headers = {"Authorization": f"Bearer {token}"}
-                reply = await self._request(url, headers)
+                reply = await self._request(url, headers, attempts, time_limit)
                 if reply.status not in (401, 403):
                     data = self._interpret(path, reply, parse_json)
                     if manager is not None:
@@ -346,6 +366,13 @@ class EnvoyClient:
     async def get_json(self, path: str) -> Any:
         """One data request: authentication, retries, precise errors; the parsed JSON body."""
         return await self._get(path, parse_json=True)
+
+    async def get_json_once(self, path: str, time_limit: float) -> Any:
+        """One real-time read: a single attempt (no retries on 5xx) bounded by `time_limit` seconds.
+
+        Retrying a struggling Envoy is what freezes it; the real-time reader backs off instead.
+        """
+        return await self._get(path, parse_json=True, attempts=1, time_limit=time_limit)
 
     async def get_text(self, path: str) -> str:
         text = await self._get(path, parse_json=False)

@@ -21,13 +21,25 @@ from typing import Any
 import envoy2mqtt
 from envoy2mqtt.config import EnvoySettings
 from envoy2mqtt.controls.catalog import ControlSpec
-from envoy2mqtt.entities import BATTERY, GATEWAY, HEALTH, INVERTER, METER, METER_LABELS, SYSTEM, Entity
+from envoy2mqtt.entities import (
+    BATTERY,
+    GATEWAY,
+    HEALTH,
+    INVERTER,
+    LIVE,
+    LIVE_LABEL,
+    METER,
+    METER_LABELS,
+    SYSTEM,
+    Entity,
+)
 from envoy2mqtt.model import PHASE_NAMES, EnvoyInfo, Payload
 from envoy2mqtt.mqtt.topics import Topics, sanitize_segment
 
 MANUFACTURER = "Enphase"
 ID_PREFIX = "envoy2mqtt"
 EXPIRY_FACTOR = 3  # an entity turns unavailable after about three missed cadences
+LIVE_EXPIRY_MIN = 15  # seconds: real-time entities survive a few missed reads at the 1-second floor
 _NOT_OBJECT_ID = re.compile(r"[^a-z0-9_]")
 
 
@@ -71,8 +83,11 @@ def gateway_config(
     *,
     health: Payload | None = None,
     qos: int = 1,
+    live: Payload | None = None,
+    live_interval: float | None = None,
 ) -> Payload:
-    """The gateway device: its system, gateway-diagnostic, fleet health and CT meter entities."""
+    """The gateway device: its system, gateway-diagnostic, fleet health and CT meter entities, and the
+    real-time ("Live ...") entities while `live` (the last live payload, or its shape) is given."""
     serial = sanitize_segment(gw.serial)
     system_expiry = _expiry(system_interval)
     gateway_expiry = _expiry(max(device_interval, system_interval))
@@ -101,6 +116,9 @@ def gateway_config(
         label = METER_LABELS.get(ct_type, f"{ct_type} CT")
         prefix = f"{sanitize_segment(ct_type).replace('-', '_')}_ct_"
         add(METER, meters[ct_type], topics.meter(gw.serial, ct_type), system_expiry, label, prefix)
+    if live is not None and live_interval is not None:
+        live_expiry = max(LIVE_EXPIRY_MIN, _expiry(live_interval))
+        add(LIVE, live, topics.live(gw.serial), live_expiry, LIVE_LABEL, "live_")
 
     return _document(topics, gw, _gateway_device(gw), components, qos)
 

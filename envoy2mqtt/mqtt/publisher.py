@@ -11,6 +11,9 @@ What the publisher guarantees:
   by the number of topics, and a value that was replaced while offline is never sent).
 - Home Assistant's birth message (``<prefix>/status`` = ``online``) triggers one republish of every
   config and last state after a random 1-5 s delay; births in a row share one republish.
+- ``publish_transient()`` is for values that are worthless seconds later (real-time power): QoS 0, never
+  retained, never remembered, sent ahead of the queued states, dropped while disconnected and never
+  replayed after a reconnect or a Home Assistant birth.
 - Lost connections are retried forever with capped, jittered exponential backoff. Only a broker that
   refuses us for good (bad credentials, not authorized) ends ``run()`` with ``MqttError``.
 - ``subscribe()`` registers a handler for a topic filter (command topics, bridge requests); the
@@ -213,6 +216,7 @@ class Publisher:
         self._states: dict[str, _Message] = {}  # the last state per topic
         self._outbox: dict[str, _Message] = {}  # to send on the current connection, oldest first
         self._once: deque[tuple[str, _Message]] = deque()  # one-off messages (responses), in order
+        self._transient: dict[str, _Message] = {}  # QoS 0 real-time values, sent before the outbox
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -276,6 +280,16 @@ class Publisher:
         self._drained.clear()
         self._wakeup.set()
         return True
+
+    def publish_transient(self, topic: str, payload: Payload) -> None:
+        """Send now at QoS 0, not retained, not remembered: dropped when not connected (a stale value is
+        worse than none); a newer value for the topic replaces one still waiting."""
+        if self._stopping or not self.connected.is_set():
+            return
+        self._transient.pop(topic, None)
+        self._transient[topic] = _Message(encode_payload(payload), False, 0)
+        self._drained.clear()
+        self._wakeup.set()
 
     def set_config(self, topic: str, payload: Payload) -> None:
         """Remember a discovery config (retained, QoS 1); never sent when discovery is disabled."""
@@ -532,6 +546,7 @@ class Publisher:
             self._echo_task = None
         self.connected.clear()
         self._once.clear()
+        self._transient.clear()
         self._client = None
         self._sender = None
         self._drained.set()
@@ -564,7 +579,14 @@ class Publisher:
     async def _send(self, client: _Client) -> None:
         while True:
             await self._wakeup.wait()
-            while self._outbox or self._once:
+            while self._outbox or self._once or self._transient:
+                if self._transient:  # real-time values first: worthless if late
+                    topic = next(iter(self._transient))
+                    live = self._transient.pop(topic)
+                    await client.publish(topic, live.payload, qos=live.qos, retain=live.retain)
+                    _reraise_lost_cancel()
+                    self.messages_published += 1
+                    continue
                 if self._once:
                     topic, message = self._once.popleft()
                     client.puback_code = 0

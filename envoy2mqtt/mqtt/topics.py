@@ -59,6 +59,10 @@ class Topics:
     def bridge_response(self, command: str) -> str:
         return f"{self.base}/bridge/response/{command}"
 
+    def live(self, envoy: str) -> str:
+        """Real-time power: QoS 0, never retained."""
+        return f"{self._envoy(envoy)}/live"
+
     def inverter(self, envoy: str, serial: str) -> str:
         return f"{self._envoy(envoy)}/inverter/{sanitize_segment(serial)}"
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envoy2mqtt.errors import ConfigError
+from envoy2mqtt.simulator.livestream import DEFAULT_EXPIRY
+from envoy2mqtt.simulator.load import LoadSettings
 from envoy2mqtt.simulator.site import PROFILES as SITE_PROFILES
 
 if TYPE_CHECKING:
@@ -78,6 +80,19 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SERIAL=OUTPUT",
         help="a shaded or failing microinverter: it makes OUTPUT (0-1) of its share (repeatable)",
     )
+    parser.add_argument(
+        "--stream-expiry",
+        type=float,
+        default=DEFAULT_EXPIRY,
+        help="seconds until the /ivp/livedata stream switches itself off (a real Envoy: about 900)",
+    )
+    parser.add_argument(
+        "--load-limit",
+        type=float,
+        default=None,
+        metavar="REQ_PER_S",
+        help="load model: above this request rate answers slow down, then turn 503 for a while",
+    )
 
 
 def _shade(text: str) -> tuple[str, float]:
@@ -107,6 +122,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         enpower=args.enpower,
         relay_seconds=args.relay_seconds,
         shade=tuple(args.shade),
+        stream_expiry=args.stream_expiry,
+        load=LoadSettings(limit=args.load_limit) if args.load_limit else None,
     )
 
 

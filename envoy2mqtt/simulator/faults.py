@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-FAULT_KINDS = ("unauthorized", "server_error", "slow", "malformed", "drop", "offline", "clear")
+# "overload" (the load model of simulator/load.py) is switched by the server, next to these.
+FAULT_KINDS = ("unauthorized", "server_error", "slow", "malformed", "drop", "offline", "overload", "clear")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,20 @@ Firmware < 7: plain http, HTTP Digest (`envoy` / `installer`) on /api/v1/product
 Firmware >= 7: https with a self-signed certificate; /info open; everything else needs a bearer token this
 simulator signed (aud = serial, not expired) or a `sessionId` cookie from /auth/check_jwt (10 idle minutes).
 
+Real-time endpoints: `GET /ivp/livedata/status` (generated sites with firmware 7+ and ensemble) and
+`POST /ivp/livedata/stream {"enable": 1}`, whose stream lapses after `stream_expiry` seconds
+(simulator/livestream.py). A load model (simulator/load.py) makes answers slow, then 503, when clients
+ask too often.
+
 Control (no auth, loopback peers only), on the Envoy port:
   POST /__sim/faults  {"fault": "unauthorized"|"server_error"|"slow"|"malformed"|"drop"|"offline"|"clear",
                        "count": N (optional), "seconds": S (slow delay; offline: come back after S),
                        "status": 5xx (server_error)}
+                      {"fault": "overload", "limit": R req/s, "window", "overload_after", "busy_for",
+                       "delay_factor" (optional)}: switch the load model on ("clear" switches it off)
   GET  /__sim/stats   {"requests": {path?query: n}, "cloud_calls": {...}, "faults": {...},
-                       "writes": [{"method", "path", "body", "status", "token_type"}], "controls": {...}}
+                       "writes": [{"method", "path", "body", "status", "token_type"}], "controls": {...},
+                       "load": {...}, "livedata": {"stream_enables", "stream_enabled"}, "recent": [...]}
   POST /__sim/controls {"behaviour": "applied"|"ignored"|"revert"|"reject", "controls": [...],
                         "revert_seconds": S, "reject_status": 4xx, "relay_seconds": S,
                         "dry_contact_settle_seconds": S, "opt_schedules": bool}  (simulator/controls.py)
@@ -50,6 +58,8 @@ from envoy2mqtt.simulator.cloud import ENLIGHTEN_PASSWORD, ENLIGHTEN_USERNAME, C
 from envoy2mqtt.simulator.controls import SiteControls
 from envoy2mqtt.simulator.digest import DigestVerifier
 from envoy2mqtt.simulator.faults import FaultController
+from envoy2mqtt.simulator.livestream import DEFAULT_EXPIRY, LiveStream
+from envoy2mqtt.simulator.load import LoadModel, LoadSettings
 from envoy2mqtt.simulator.responses import (
     HTML_TYPE,
     JSON_TYPE,
@@ -76,6 +86,9 @@ _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 _LEGACY_PROTECTED_PREFIXES = ("/ivp/", "/admin/", "/installer/", "/inventory", "/stream/")
 _LEGACY_PROTECTED_PATHS = ("/api/v1/production/inverters",)
 _TOKEN_OPEN_PATHS = ("/info", "/info.xml")
+LIVEDATA_STATUS = "/ivp/livedata/status"
+LIVEDATA_STREAM = "/ivp/livedata/stream"
+RECENT_REQUESTS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +112,8 @@ class SimulatorConfig:
     dry_contact_settle_seconds: float = 0.0  # dry contacts read "open" this long after a write
     opt_schedules: bool = False  # the tariff's opt_schedules: mode writes answered 200 and ignored
     shade: tuple[tuple[str, float], ...] = ()  # generated sites: (microinverter serial, output 0-1)
+    stream_expiry: float = DEFAULT_EXPIRY  # seconds until the livedata stream switches itself off
+    load: LoadSettings | None = None  # the load model; None: answers never slow down under load
 
 
 def firmware_version(software: str) -> tuple[int, ...]:
@@ -162,6 +177,10 @@ class Simulator:
         self.cloud_calls: collections.Counter[str] = collections.Counter()
         self.faults = FaultController()
         self.faults.bind(self.stop_envoy, self._restore_envoy)
+        self.load = LoadModel(config.load)
+        self.stream = LiveStream(config.stream_expiry)
+        # (monotonic seconds, "METHOD path?query") of the latest requests, oldest first
+        self.recent: collections.deque[tuple[float, str]] = collections.deque(maxlen=RECENT_REQUESTS)
         self.cloud = CloudControl()
         self.url = ""
         self.cloud_url = ""
@@ -390,7 +409,17 @@ class Simulator:
         path = request.path
         if path.startswith(CONTROL_PREFIX):
             return await self._control(request)
-        self.requests[request.path_qs] += 1
+        now = self.clock.monotonic()
+        name = request.path_qs if request.method == "GET" else f"{request.method} {request.path_qs}"
+        self.requests[name] += 1
+        self.recent.append((now, f"{request.method} {request.path_qs}"))
+        load = self.load.admit(now)
+        if load.delay > 0:
+            await asyncio.sleep(load.delay)
+        if load.busy:
+            return web.Response(
+                status=503, body=SERVER_ERROR_HTML.format(status=503).encode(), content_type=HTML_TYPE
+            )
         decision = self.faults.next_request()
         if decision.delay > 0:
             await asyncio.sleep(decision.delay)
@@ -423,10 +452,35 @@ class Simulator:
             answer = self.controls.respond(request.method, path, body, token_type)
             return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
         assert self._source is not None
+        if path == LIVEDATA_STREAM:
+            return await self._livedata_stream(request)
         answer = self._source.respond(path, request.query_string)
+        if path == LIVEDATA_STATUS and answer.status == 200:
+            live_body = self.stream.status(self.clock.monotonic(), json.loads(answer.body))
+            answer = EnvoyResponse(200, json.dumps(live_body).encode(), JSON_TYPE)
         if decision.malformed and answer.status == 200:
             answer = _truncated(answer)
         return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type)
+
+    async def _livedata_stream(self, request: web.Request) -> web.Response:
+        """`POST {"enable": 1}` switches the stream on for `stream_expiry` seconds; `{"enable": 0}` off."""
+        assert self._source is not None
+        if self._source.respond(LIVEDATA_STATUS, "").status != 200:
+            return web.Response(status=404, body=b"", content_type=HTML_TYPE)
+        if request.method != "POST":
+            return web.json_response(
+                {"sc_stream": "enabled" if self.stream.enabled(self.clock.monotonic()) else "disabled"}
+            )
+        try:
+            body = json.loads(await request.text())
+            enable = int(body["enable"])
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": 'expected {"enable": 0 or 1}'}, status=400)
+        if enable:
+            self.stream.enable(self.clock.monotonic())
+        else:
+            self.stream.enabled_until = -1.0
+        return web.json_response({"sc_stream": "enabled" if enable else "disabled"})
 
     def _token_type(self, request: web.Request) -> str | None:
         """The `enphaseUser` of the request's token or session; None when neither is valid."""
@@ -489,6 +543,13 @@ class Simulator:
                     "requests": dict(self.requests),
                     "cloud_calls": dict(self.cloud_calls),
                     "faults": self.faults.snapshot(),
+                    "load": self.load.snapshot(self.clock.monotonic()),
+                    "livedata": {
+                        "stream_enables": self.stream.enables,
+                        "stream_enabled": self.stream.enabled(self.clock.monotonic()),
+                        "stream_expiry": self.stream.expiry,
+                    },
+                    "recent": [[round(t, 3), what] for t, what in self.recent],
                     "serial": self.serial,
                     "firmware": self.firmware,
                     "writes": [
@@ -527,6 +588,11 @@ class Simulator:
                 options = {k: v for k, v in body.items() if k not in ("fault", "count")}
                 if kind == "offline":
                     return await self._control_offline(request, options)
+                if kind == "overload":
+                    self.load.configure(_load_settings(options))
+                    return web.json_response({"ok": True, "load": self.load.snapshot(self.clock.monotonic())})
+                if kind == "clear":
+                    self.load.configure(None)
                 self.faults.apply(kind, None if count is None else int(count), **options)
             except (ValueError, KeyError, TypeError) as exc:
                 return web.json_response({"error": str(exc)}, status=400)
@@ -594,6 +660,18 @@ class Simulator:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return response
+
+
+def _load_settings(options: dict[str, Any]) -> LoadSettings:
+    """The load model's settings from a `POST /__sim/faults {"fault": "overload", ...}` body."""
+    allowed = {"limit", "window", "overload_after", "busy_for", "delay_factor"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"unknown overload option(s): {', '.join(sorted(unknown))}")
+    values = {key: float(value) for key, value in options.items()}
+    if "limit" not in values or values["limit"] <= 0:
+        raise ValueError("overload needs a positive limit (requests per second)")
+    return LoadSettings(**values)
 
 
 def _truncated(answer: EnvoyResponse) -> EnvoyResponse:

@@ -477,6 +477,8 @@ class GeneratedSite:
             return json_response(self._readings(now))
         if path == "/ivp/pdm/device_data" and profile.device_data:
             return json_response(self._device_data(now))
+        if path == "/ivp/livedata/status" and profile.token_firmware and profile.ensemble:
+            return json_response(self._livedata(now))
         if path.startswith("/ivp/ensemble/"):
             if not profile.ensemble:
                 return json_response({"error": "404 - Not Found"}, status=404)
@@ -1045,6 +1047,53 @@ class GeneratedSite:
                 }
                 for serial in self._iq_serials()
             ]
+        }
+
+    def _livedata(self, now: float) -> dict[str, Any]:
+        """`/ivp/livedata/status` with the stream on (the simulator freezes it while the stream is off)."""
+        model = self.model
+        profile = self.profile
+
+        def flows(watts: list[float]) -> dict[str, int]:
+            out = {"agg_p_mw": round(sum(watts) * 1000), "agg_s_mva": round(abs(sum(watts)) * 1070)}
+            for p, name in enumerate(("a", "b", "c")):
+                value = watts[p] if p < len(watts) else 0.0
+                out[f"agg_p_ph_{name}_mw"] = round(value * 1000)
+                out[f"agg_s_ph_{name}_mva"] = round(abs(value) * 1070)
+            return out
+
+        batteries = bool(profile.iq_batteries or profile.acb_batteries)
+        soc = model.soc if batteries else 0
+        return {
+            "connection": {
+                "mqtt_state": "connected",
+                "prov_state": "configured",
+                "auth_state": "ok",
+                "sc_stream": "enabled",
+                "sc_debug": "disabled",
+            },
+            "meters": {
+                "last_update": int(now),
+                "soc": soc,
+                "main_relay_state": 1,
+                "gen_relay_state": 5,
+                "backup_bat_mode": 1,
+                "backup_soc": RESERVE_SOC if profile.iq_batteries else 0,
+                "is_split_phase": 1 if profile.phase_mode == "split" else 0,
+                "phase_count": profile.phases,
+                "enc_agg_soc": model.soc if profile.iq_batteries else 0,
+                "enc_agg_energy": round(model.battery_energy) if profile.iq_batteries else 0,
+                "acb_agg_soc": model.soc if profile.acb_batteries else 0,
+                "acb_agg_energy": round(model.battery_energy) if profile.acb_batteries else 0,
+                "pv": flows(model.pv),
+                "storage": flows(model.battery),
+                "grid": flows(model.grid),
+                "load": flows(model.load),
+                "generator": flows([0.0] * profile.phases),
+            },
+            "tasks": {"task_id": 1, "timestamp": int(now)},
+            "counters": {"main_CfgLoad": 1, "main_CfgChanged": 1, "main_taskUpdate": 1},
+            "dry_contacts": {"": {"dry_contact_id": "", "dry_contact_type": "", "dry_contact_load_name": ""}},
         }
 
     def _secctrl(self) -> dict[str, Any]:
