@@ -3,8 +3,10 @@
 Two sources (docs/envoy-writes-and-realtime.md §3):
 
 - `/ivp/meters/readings`: every CT with per-phase power (W). The net-consumption CT is the grid
-  (+ import), the storage CT the battery (+ discharging); the house is what the flows add up to:
-  consumption = production + grid + battery (the Envoy's own total-consumption is production + net).
+  (+ import), the storage CT the battery (+ discharging); without a total-consumption CT the house is
+  production + net, the Envoy's own definition of total consumption (capture
+  `8.2.127_with_3cts_and_battery_split`: production.json's total 1843.831 W = 1714.424 + 129.407, its
+  storage CT left out), so `live` and `system` agree.
 - `/ivp/livedata/status`: site flows in **milliwatts** (`meters.{pv,grid,load,storage}.agg_p_mw`, per
   phase `agg_p_ph_a_mw`...), battery charge, `last_update`; the values only move while
   `connection.sc_stream` is `"enabled"`.
@@ -39,7 +41,6 @@ def _flows(
 ) -> dict[str, float | None]:
     """grid / production / consumption / battery power from the CTs this Envoy has (W, contract signs)."""
     out: dict[str, float | None] = {}
-    battery = storage if "storage" in kinds else 0.0
     if "production" in kinds:
         out["production_power"] = production
     if "net-consumption" in kinds:
@@ -47,12 +48,11 @@ def _flows(
         if "total-consumption" in kinds:
             out["consumption_power"] = total
         elif "production" in kinds:
-            out["consumption_power"] = _sum(production, net, battery)
+            out["consumption_power"] = quirks.repair_total_consumption(net, production)
     elif "total-consumption" in kinds:
         out["consumption_power"] = total
         if "production" in kinds:
-            grid = _sum(total, None if production is None else -production)
-            out["grid_power"] = _sum(grid, None if battery is None else -battery)
+            out["grid_power"] = _sum(total, None if production is None else -production)
     if "storage" in kinds:
         out["battery_power"] = storage
     return {key: round_value(value) for key, value in out.items()}
