@@ -25,6 +25,7 @@ from envoy2mqtt.entities import (
     GATEWAY,
     HEALTH,
     INVERTER,
+    LIVE,
     METER,
     METER_LABELS,
     SYSTEM,
@@ -705,11 +706,26 @@ def test_validator_checks_inherited_state_topic() -> None:
 # --------------------------------------------------------------------------- snapshots
 
 
+REALTIME_GATEWAY_KEYS = ("realtime_source", "realtime_interval", "realtime_state")
+
+
 def three_phase_site() -> Payload:
     system = full(SYSTEM, phases=3)
-    gateway = full(GATEWAY) | {"auth_mode": "token", "token_type": "owner"}
+    gateway = {k: v for k, v in full(GATEWAY).items() if k not in REALTIME_GATEWAY_KEYS}
+    gateway |= {"auth_mode": "token", "token_type": "owner"}
     meters = {ct: full(METER, phases=3) for ct in ("production", "net-consumption", "storage")}
     return gateway_doc(system, gateway, meters, full(HEALTH))
+
+
+def realtime_site() -> Payload:
+    """A 3-phase site with [realtime] on (livedata: every live key, per phase)."""
+    system = {"timestamp": "2026-11-26T14:05:00Z", "production_power": 5305, "net_power": -120}
+    gateway = {"serial": GW.serial, "firmware": "D8.2.4345", "auth_mode": "token"}
+    gateway |= {"realtime_source": "livedata", "realtime_interval": 1, "realtime_state": "running"}
+    live = full(LIVE, phases=3)
+    return gateway_config(
+        TOPICS, GW, system, gateway, {}, SYSTEM_INTERVAL, DEVICE_INTERVAL, live=live, live_interval=1
+    )
 
 
 def unmetered_site() -> Payload:
@@ -733,12 +749,21 @@ def unmetered_site() -> Payload:
 
 @pytest.mark.parametrize(
     "name",
-    ["three_phase_site", "unmetered_site", "inverter_detailed", "inverter_basic", "iq_battery", "ac_battery"],
+    [
+        "three_phase_site",
+        "unmetered_site",
+        "realtime_site",
+        "inverter_detailed",
+        "inverter_basic",
+        "iq_battery",
+        "ac_battery",
+    ],
 )
 def test_discovery_snapshot(name: str, json_snapshot: SnapshotAssertion) -> None:
     docs: dict[str, Callable[[], Payload]] = {
         "three_phase_site": three_phase_site,
         "unmetered_site": unmetered_site,
+        "realtime_site": realtime_site,
         "inverter_detailed": lambda: inverter_config(
             TOPICS, GW, "482211050001", full(INVERTER), DEVICE_INTERVAL
         ),
@@ -767,7 +792,40 @@ def test_discovery_snapshot(name: str, json_snapshot: SnapshotAssertion) -> None
 
 
 def test_tables_cover_every_component() -> None:
-    assert set(TABLES) == {"system", "gateway", "health", "inverter", "battery", "meter"}
+    assert set(TABLES) == {"system", "gateway", "health", "inverter", "battery", "meter", "live"}
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(serial=serials, live=readings(LIVE), interval=st.floats(1, 60))
+def test_generated_live_readings_give_valid_discovery(serial: str, live: Payload, interval: float) -> None:
+    gw = GatewayDescription(serial, f"Envoy {serial}", "D8.2.4345", None, "http://envoy.local")
+    system = {"production_power": 1.0}
+    doc = gateway_config(
+        TOPICS, gw, system, None, {}, SYSTEM_INTERVAL, DEVICE_INTERVAL, live=live, live_interval=interval
+    )
+    assert validate_device_discovery(TOPICS.device_config(device_id(serial)), doc) == []
+    expected = {"production_power"} | {f"live_{key}" for key in live if key != "phases"}
+    for line, values in (live.get("phases") or {}).items():
+        expected.update(f"live_{key}_{line}" for key in values)
+    assert keys_of(doc) == expected
+    for key, component in doc["components"].items():
+        if key.startswith("live_"):
+            assert component["state_topic"] == TOPICS.live(serial)
+            assert component["name"].startswith("Live ")
+            assert 15 <= component["expire_after"] <= 3 * interval + 15
+
+
+def test_live_entities_only_while_realtime_is_on() -> None:
+    system = {"production_power": 1.0}
+    off = gateway_config(TOPICS, GW, system, None, {}, SYSTEM_INTERVAL, DEVICE_INTERVAL)
+    assert not any(key.startswith("live_") for key in off["components"])
+    on = gateway_config(
+        TOPICS, GW, system, None, {}, SYSTEM_INTERVAL, DEVICE_INTERVAL,
+        live={"grid_power": 1, "phases": {"l1": {"grid_power": 1}}}, live_interval=5,
+    )  # fmt: skip
+    assert on["components"]["live_grid_power"]["name"] == "Live grid power"
+    assert on["components"]["live_grid_power_l1"]["name"] == "Live grid power L1"
+    assert on["components"]["live_grid_power"]["expire_after"] == 15
 
 
 async def test_discovery_through_a_real_broker(mosquitto: Mosquitto) -> None:
