@@ -10,7 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from envoy2mqtt.config import load_settings
 from envoy2mqtt.envoy import endpoints
+from envoy2mqtt.errors import ConfigError
 from envoy2mqtt.model import EnvoyInfo, Features
 from envoy2mqtt.normalize import normalize_meters, normalize_system
 from envoy2mqtt.normalize.live import live_from_livedata, live_from_meters, livedata_stream_state
@@ -318,3 +320,51 @@ def test_the_stream_is_renewed_before_its_expiry_and_at_once_when_it_lapsed() ->
     assert not keeper.observed("disabled")  # frozen values: not published...
     assert keeper.due(601)  # ...and enabled again before the next read
     assert keeper.renewals == 2
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+def _settings(tmp_path: Path, realtime: str, envoy_extra: str = "") -> Any:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[realtime]\n{realtime}\n[[envoy]]\nhost = "192.0.2.1"\n{envoy_extra}\n')
+    return load_settings(path)
+
+
+def test_realtime_is_off_by_default_with_safe_defaults(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, "")
+    assert settings.realtime.enabled is False
+    assert settings.realtime.interval == 5
+    assert settings.realtime.source == "auto"
+    assert settings.realtime.window == (22 * 60 + 55, 23 * 60 + 10)
+    assert settings.envoy[0].realtime is True
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("interval = 0.5", "realtime.interval: must be at least 1 second"),
+        ("interval = 120", "realtime.interval: must be at most 60 seconds"),
+        ('source = "stream"', "realtime.source"),
+        ('maintenance_window = "23:00"', 'realtime.maintenance_window: must be "HH:MM-HH:MM"'),
+        ('maintenance_window = "25:00-26:00"', "realtime.maintenance_window"),
+        ('maintenance_window = "23:00-23:00"', "the same time"),
+        ("calm_period = 1", "realtime.calm_period"),
+    ],
+)
+def test_a_wrong_realtime_setting_names_the_key_and_the_fix(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _settings(tmp_path, line)
+    assert message in str(info.value)
+    assert "ENVOY2MQTT_REALTIME__" in str(info.value)
+
+
+def test_realtime_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVOY2MQTT_REALTIME__ENABLED", "true")
+    monkeypatch.setenv("ENVOY2MQTT_REALTIME__INTERVAL", "2")
+    monkeypatch.setenv("ENVOY2MQTT_REALTIME__MAINTENANCE_WINDOW", "")
+    settings = _settings(tmp_path, "", "realtime = false")
+    assert settings.realtime.enabled is True
+    assert settings.realtime.interval == 2
+    assert settings.realtime.window is None
+    assert settings.envoy[0].realtime is False
