@@ -1,6 +1,7 @@
 """Run one or more simulators in this process (the benches keep them off the measured process).
 
-argv[1]: a JSON list of specs {"profile", "capture", "scale", "live", "time_scale", "serial"}.
+argv[1]: a JSON list of specs {"profile", "capture", "scale", "live", "time_scale", "serial",
+"stream_expiry"}.
 Prints one JSON line (a list of {url, login_url, token_url, ca_file, token_auth, token, serial,
 firmware}) once every simulator listens, then serves until SIGTERM.
 `--stamps FILE`: append "<time.time()> <path?query>" for every Envoy response as it is handed to
@@ -25,6 +26,7 @@ from aiohttp import web
 
 from envoy2mqtt.logging import setup_logging
 from envoy2mqtt.simulator import Simulator, SimulatorConfig
+from envoy2mqtt.simulator.livestream import DEFAULT_EXPIRY
 
 
 class StampingSimulator(Simulator):
@@ -47,6 +49,7 @@ def _config(spec: dict[str, Any]) -> SimulatorConfig:
         live=bool(spec.get("live", False)),
         time_scale=float(spec.get("time_scale", 1.0)),
         serial=spec.get("serial"),
+        stream_expiry=float(spec.get("stream_expiry", DEFAULT_EXPIRY)),
     )
 
 

@@ -91,3 +91,20 @@ def test_scale_polls_every_envoy(broker_available: None) -> None:
     assert int(cells[3]) >= 3, row  # every Envoy published a system message in the window
     assert cells[6] == "0", row  # no silent Envoy
     assert "largest count with every poll on time" in text
+
+
+def test_realtime_measures_cadence_latency_and_overload(broker_available: None) -> None:
+    text = run_bench("realtime.py", timeout=600)
+    row = next(line for line in text.splitlines() if line.startswith("| metered-1phase-acb | meters | 1 s"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert int(cells[3]) >= 3, row  # live messages in the window
+    p50, p99 = (float(x) for x in cells[4].split(" / "))
+    assert 0 < p50 <= p99, row
+    assert float(cells[6]) > 0, row  # real-time requests per hour
+    assert re.fullmatch(r"[\d.]+ / [\d.]+", cells[8]), row  # latency measured
+    overload = re.search(
+        r"backed off after ([\d.]+) s .*?(\d+) requests sent while the Envoy was overloaded.*?"
+        r"back to 1 s ([\d.]+) s after the Envoy recovered",
+        text,
+    )
+    assert overload, text
