@@ -320,6 +320,9 @@ def test_the_stream_is_renewed_before_its_expiry_and_at_once_when_it_lapsed() ->
     assert not keeper.observed("disabled")  # frozen values: not published...
     assert keeper.due(601)  # ...and enabled again before the next read
     assert keeper.renewals == 2
+    keeper.enabled(700)
+    assert keeper.observed(None)  # no sc_stream key at all: taken as live, renewed on schedule
+    assert not keeper.due(701)
 
 
 # ------------------------------------------------------------------------------ configuration

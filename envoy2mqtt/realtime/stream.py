@@ -28,8 +28,11 @@ class StreamKeeper:
         self.renewals += 1
 
     def observed(self, state: str | None) -> bool:
-        """A status read showed `sc_stream = state`; True when its values are live (publishable)."""
-        if state == "enabled":
+        """A status read showed `sc_stream = state`; True when its values are live (publishable).
+
+        A body without the key (a firmware that does not report it) is taken as live: the stream was
+        switched on before the read and is renewed on schedule."""
+        if state in ("enabled", None):
             return True
         self._enabled_at = None  # lapsed (or never on): enable before the next read
         return False
