@@ -7,7 +7,7 @@ for `--seconds`:
 
 - achieved interval: gaps between consecutive `<envoy>/live` messages at the subscriber, p50 / p99;
 - Envoy requests per hour, all cadences together, against the same daemon with `[realtime]` off in the
-  same run (the baseline), and the real-time requests alone;
+  same run (the baseline, measured over three minute cycles), and the real-time requests alone;
 - latency: the simulator's response to the real-time request (its send time) → the `live` message at
   the subscriber, both on the machine's clock; p50 / p99 (target p99 ≤ 20 ms);
 - CPU: the daemon's user + system seconds per wall second (% of one core), and against the baseline.
@@ -285,7 +285,8 @@ async def main() -> None:
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for profile, source in sites:
-        baseline = await steady(profile, None, seconds)
+        # the baseline needs whole minute cycles in its window: three of them (one in --quick)
+        baseline = await steady(profile, None, seconds if args.quick else max(seconds, 180.0))
         print(
             f"| {profile} | off | — | — | — | {baseline['requests_per_hour']:.0f} | 0 | 1.00× | — | "
             f"{baseline['cpu_share']:.2f} | 1.00× |"
