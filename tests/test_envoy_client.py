@@ -152,12 +152,12 @@ async def test_one_request_in_flight(sim: Simulator, tmp_path: Path) -> None:
         highest = 0
         send = client._send_once
 
-        async def counting_send(url: str, headers: Any, *request: Any) -> Any:
+        async def counting_send(url: str, headers: Any, *request: Any, **options: Any) -> Any:
             nonlocal in_flight, highest
             in_flight += 1
             highest = max(highest, in_flight)
             try:
-                return await send(url, headers, *request)
+                return await send(url, headers, *request, **options)
             finally:
                 in_flight -= 1
 

@@ -63,7 +63,7 @@ def test_live_from_meters_matches_the_ct_meters_of_every_capture(folder: Path) -
         pytest.skip("no CTs: no meters source")
     live = live_from_meters(capture.system.meters_readings, capture.features)
     payload = live.payload()
-    meters = {m.serial: m.payload() for m in normalize_meters(capture.system, capture.features)}
+    meters = {m.ct_type: m.payload() for m in normalize_meters(capture.system, capture.features)}
     kinds = set(capture.features.ct_meters)
     assert live.problems == ()
     assert payload["timestamp"] is not None
