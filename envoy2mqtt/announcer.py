@@ -64,6 +64,7 @@ class Announcer:
         system_interval: float,
         device_interval: float,
         label: str = "",
+        live_interval: float | None = None,
     ) -> None:
         self.publisher = publisher
         self.topics = topics
@@ -71,6 +72,7 @@ class Announcer:
         self.discovery = discovery
         self.system_interval = system_interval
         self.device_interval = device_interval
+        self.live_interval = live_interval  # the configured real-time interval (the live entities' expiry)
         self.log = log.bind(envoy=label)
         self.description: GatewayDescription | None = None
         # the last payloads published, per kind
@@ -79,6 +81,7 @@ class Announcer:
         self.inverter_payloads: dict[str, Payload] = {}
         self.battery_payloads: dict[str, Payload] = {}
         self.health_payload: Payload | None = None
+        self.live_payload: Payload | None = None  # the last real-time value (never replayed, see live())
         self._gateway_published: Payload | None = None
         self._gateway_published_at = -math.inf
         self._announced_gateway: Payload | None = None
@@ -151,6 +154,15 @@ class Announcer:
         self.publisher.publish(self.topics.health(self._serial()), health)
         self._announce_gateway(gateway)
 
+    def live(self, payload: Payload) -> None:
+        """One real-time value: QoS 0, not retained, never replayed (a value seconds old is worthless)."""
+        self.publisher.publish_transient(self.topics.live(self._serial()), payload)
+        self.live_payload = payload
+
+    def refresh_gateway(self, gateway: Payload) -> None:
+        """Announce the gateway device again if what it is built from changed (the live entities' keys)."""
+        self._announce_gateway(gateway)
+
     def gateway(self, payload: Payload, *, force: bool = False) -> None:
         """The gateway object: on change, on `force`, else every GATEWAY_REPUBLISH_INTERVAL."""
         if self.description is None:
@@ -206,6 +218,7 @@ class Announcer:
             payload_shape(gateway),
             tuple((ct, payload_shape(p)) for ct, p in sorted(self.meter_payloads.items())),
             payload_shape(self.health_payload),
+            payload_shape(self.live_payload),
         )
         if shape == self._gateway_shape and self._announced_gateway is not None:
             return
@@ -219,6 +232,8 @@ class Announcer:
             self.system_interval,
             self.device_interval,
             health=self.health_payload,
+            live=self.live_payload,
+            live_interval=self.live_interval,
         )
         if config != self._announced_gateway:
             self.publisher.set_config(self.topics.device_config(device_id(description.serial)), config)

@@ -15,6 +15,8 @@ from .gateway import build_gateway_payload
 from .model import Features
 from .normalize import normalize_devices, normalize_meters, normalize_system
 from .readers import DEVICE, SYSTEM, BodyStore, CycleReader, Planner, probe, raw_device_data, raw_system_data
+from .realtime.plan import STREAM_RENEWALS_PER_HOUR, cadence_intervals, realtime_readers
+from .realtime.source import RealtimeSource, SourceChoice, choose_source, probe_source
 
 
 async def _legacy_credentials_work(client: EnvoyClient) -> None:
@@ -32,11 +34,26 @@ async def _legacy_credentials_work(client: EnvoyClient) -> None:
         return
 
 
-def read_planner(features: Features, settings: Settings) -> Planner:
-    """The daemon's planner for this Envoy at the configured intervals (what `check --plan` prints)."""
-    return Planner(
-        features, {SYSTEM: settings.polling.system_interval, DEVICE: settings.polling.device_interval}
+def read_planner(features: Features, settings: Settings, realtime: RealtimeSource | None = None) -> Planner:
+    """The daemon's planner for this Envoy at the configured intervals (what `check --plan` prints);
+    `realtime`: the real-time cadence's source when it runs on this Envoy."""
+    polling = settings.polling
+    intervals = cadence_intervals(
+        polling.system_interval, polling.device_interval, realtime, settings.realtime.interval
     )
+    return Planner(features, intervals, readers=realtime_readers(realtime))
+
+
+def realtime_summary(envoy: EnvoySettings, settings: Settings, choice: SourceChoice) -> dict[str, Any]:
+    """Which real-time source this Envoy gets and why; whether [realtime] is on for it."""
+    enabled = settings.realtime.enabled and envoy.realtime
+    return {
+        "enabled": enabled,
+        "source": choice.source,
+        "reason": choice.reason,
+        "interval": settings.realtime.interval,
+        "runs": enabled and choice.source is not None,
+    }
 
 
 def plan_summary(planner: Planner, firmware_check_interval: float) -> dict[str, Any]:
@@ -74,7 +91,14 @@ async def check_envoy(
         present = features.endpoints
         if verify_credentials and info.auth_mode == "legacy" and endpoints.API_V1_INVERTERS not in present:
             await _legacy_credentials_work(client)
-        planner = read_planner(features, settings)
+        inventory = probed.bodies.get(endpoints.ENSEMBLE_INVENTORY)
+        if settings.realtime.enabled and envoy.realtime:
+            # as the daemon: one read of /ivp/livedata/status where it could be the source
+            choice = await probe_source(client, settings.realtime.source, info, features, inventory)
+        else:  # real-time off: no extra request, say what it would pick if livedata answers
+            choice = choose_source(settings.realtime.source, info, features, inventory, livedata_answers=True)
+        realtime = realtime_summary(envoy, settings, choice)
+        planner = read_planner(features, settings, choice.source if realtime["runs"] else None)
         store = BodyStore()
         for path, body in probed.bodies.items():
             store.put(path, body, clock.monotonic())
@@ -121,6 +145,7 @@ async def check_envoy(
             },
             "plan": plan_summary(planner, settings.polling.firmware_check_interval),
             "plan_text": planner.describe(),
+            "realtime": realtime,
             "gateway": gateway,
             "system": system.payload(),
             "meters": {m.ct_type: m.payload() for m in meters},
@@ -139,7 +164,23 @@ def render_plan(result: dict[str, Any]) -> str:
     lines = [f"Envoy {result['envoy']}: read plan ({plan['requests_per_hour']:g} requests/hour)", ""]
     lines += [f"  {line}" for line in result["plan_text"]]
     lines.append(f"  firmware check (/info): {plan['firmware_check_per_hour']:g}/h")
+    lines.append(f"  {describe_realtime(result['realtime'])}")
     return "\n".join(lines)
+
+
+def describe_realtime(realtime: dict[str, Any]) -> str:
+    """One line: the real-time source this Envoy gets and why (or why none, or that it is off)."""
+    source, reason = realtime["source"], realtime["reason"]
+    if realtime["runs"]:
+        renewals = (
+            f", plus {STREAM_RENEWALS_PER_HOUR:g} stream renewals/h (POST /ivp/livedata/stream)"
+            if source == "livedata"
+            else ""
+        )
+        return f"real-time: {source} every {realtime['interval']:g} s{renewals} — {reason}"
+    if source is None:
+        return f"real-time: no source on this Envoy — {reason}"
+    return f"real-time: off ([realtime] enabled = false, or realtime = false for this Envoy); it would use {source} — {reason}"
 
 
 def _fmt(value: Any) -> str:
@@ -168,7 +209,8 @@ def render_text(result: dict[str, Any]) -> str:
         return f"{result['envoy']}: FAILED — {result['error']}"
     lines = [f"Envoy {result['envoy']}: OK", ""]
     gateway = dict(result["gateway"])
-    result = {k: v for k, v in result.items() if k not in ("plan", "plan_text")}
+    realtime = result["realtime"]
+    result = {k: v for k, v in result.items() if k not in ("plan", "plan_text", "realtime")}
     lines += _table("Gateway", gateway)
     features = dict(result["features"])
     features["endpoints"] = list(features["endpoints"])
@@ -189,6 +231,7 @@ def render_text(result: dict[str, Any]) -> str:
         lines.append("")
     for serial, payload in result["batteries"].items():
         lines += _table(f"Battery {serial}", payload)
+    lines += [describe_realtime(realtime), ""]
     if result["problems"]:
         lines += _table(
             "Data problems (values published as null)",

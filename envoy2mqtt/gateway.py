@@ -19,8 +19,10 @@ def build_gateway_payload(
     last_poll_ok: float | None,
     last_error: str | None,
     poll_duration: float | None,
+    realtime: Payload | None = None,
 ) -> Payload:
-    """The contract's `gateway` object. Never a secret."""
+    """The contract's `gateway` object. Never a secret. `realtime`: the real-time cadence's diagnostics
+    (source, effective interval, state), present only while it runs on this Envoy."""
     payload: Payload = {
         "serial": serial,
         "part_number": info.part_number if info else None,
@@ -38,4 +40,6 @@ def build_gateway_payload(
     payload["last_poll_ok"] = iso_utc(last_poll_ok) if last_poll_ok is not None else None
     payload["last_error"] = last_error
     payload["poll_duration"] = poll_duration
+    if realtime:
+        payload.update(realtime)
     return payload

@@ -20,6 +20,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC
 
 import structlog
 
@@ -51,6 +52,9 @@ from .readers import (
     raw_device_data,
     raw_system_data,
 )
+from .realtime.plan import cadence_intervals, realtime_readers
+from .realtime.reader import RealtimeReader
+from .realtime.source import SourceChoice, probe_source
 from .recovery import recover_counters
 from .retry import RetryPolicy
 from .state import StateFile
@@ -129,7 +133,6 @@ class EnvoyPoller:
         self.info: EnvoyInfo | None = None
         self.features: Features | None = None
         self.guard: CounterGuard | None = None
-        self.intervals = {SYSTEM: self.polling.system_interval, DEVICE: self.polling.device_interval}
         self.store = BodyStore()
         self.planner: Planner | None = None
         self.reads: CycleReader | None = None
@@ -141,6 +144,7 @@ class EnvoyPoller:
             system_interval=self.polling.system_interval,
             device_interval=self.polling.device_interval,
             label=envoy.label,
+            live_interval=settings.realtime.interval,
         )
         self.health = PollHealth(
             self.polling,
@@ -155,6 +159,9 @@ class EnvoyPoller:
         # When each cadence's last poll started (monotonic): the bridge's `poll` request keeps its floor.
         self.poll_started: dict[str, float] = {}
         self._cycle_locks = {"system": asyncio.Lock(), "devices": asyncio.Lock()}
+        # The real-time cadence ([realtime]): its source, chosen at each probe, and its reader once started.
+        self.realtime_choice: SourceChoice | None = None
+        self.realtime: RealtimeReader | None = None
 
     # ------------------------------------------------------------------ views for the daemon and tests
 
@@ -200,7 +207,10 @@ class EnvoyPoller:
             # Envoy's stagger in the interval plus a little jitter.
             await self._system_tick()
             await self._device_tick()
+            self.realtime = self._realtime_reader()
             async with asyncio.TaskGroup() as group:
+                if self.realtime is not None:
+                    group.create_task(self.realtime.run())
                 for interval, tick in (
                     (self.polling.system_interval, self._system_tick),
                     (self.polling.device_interval, self._device_tick),
@@ -276,7 +286,15 @@ class EnvoyPoller:
         self.store.clear()
         for path, body in result.bodies.items():
             self.store.put(path, body, self.clock.monotonic())
-        self.planner = Planner(result.features, self.intervals)
+        choice = self.realtime_choice = await self._choose_realtime(result.features)
+        source = choice.source if choice is not None else None
+        intervals = cadence_intervals(
+            self.polling.system_interval,
+            self.polling.device_interval,
+            source,
+            self.settings.realtime.interval,
+        )
+        self.planner = Planner(result.features, intervals, readers=realtime_readers(source))
         self.reads = CycleReader(
             self.planner,
             self.store,
@@ -287,6 +305,41 @@ class EnvoyPoller:
             on_duration=self._endpoint_duration,
         )
         return result.features
+
+    async def _choose_realtime(self, features: Features) -> SourceChoice | None:
+        """The real-time source when [realtime] is on for this Envoy; an Envoy without one is named once."""
+        settings = self.settings.realtime
+        if not settings.enabled or not self.envoy.realtime or self.info is None:
+            return None
+        inventory = self.store.body(endpoints.ENSEMBLE_INVENTORY)
+        choice = await probe_source(self.client, settings.source, self.info, features, inventory)
+        if choice.source is None and choice != self.realtime_choice:
+            self.log.warning("realtime unavailable on this envoy", reason=choice.reason, cadences="unchanged")
+        return choice
+
+    def _realtime_reader(self) -> RealtimeReader | None:
+        choice, features, guard = self.realtime_choice, self.features, self.guard
+        if choice is None or choice.source is None or features is None or self.serial is None:
+            return None
+        return RealtimeReader(
+            label=self.envoy.label,
+            client=self.client,
+            features=features,
+            source=choice,
+            settings=self.settings.realtime,
+            publish=self.announcer.live,
+            clock=self.clock,
+            zone=(lambda: guard.zone) if guard is not None else (lambda: UTC),
+            share=self.store.put,  # a CT body read here serves the system cycle too (the planner reuses it)
+            on_change=self._realtime_changed,
+            metrics=self.metrics,
+            metrics_label=self.serial,
+        )
+
+    def _realtime_changed(self) -> None:
+        """The real-time state, interval or keys changed: the gateway object and discovery follow."""
+        self._publish_gateway()
+        self.announcer.refresh_gateway(self.gateway_payload())
 
     def _adopt_info(self, info: EnvoyInfo) -> None:
         self.info = info
@@ -503,6 +556,7 @@ class EnvoyPoller:
             last_poll_ok=health.last_poll_ok,
             last_error=health.last_error,
             poll_duration=health.poll_duration,
+            realtime=self.realtime.gateway_fields() if self.realtime is not None else None,
         )
 
     def _publish_gateway(self, force: bool = False) -> None:

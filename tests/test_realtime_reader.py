@@ -20,6 +20,7 @@ from envoy2mqtt.envoy import endpoints
 from envoy2mqtt.envoy.client import EnvoyClient
 from envoy2mqtt.metrics import Metrics
 from envoy2mqtt.model import Payload
+from envoy2mqtt.readers import probe
 from envoy2mqtt.realtime.reader import RealtimeReader
 from envoy2mqtt.realtime.source import probe_source
 from envoy2mqtt.simulator import Simulator, SimulatorConfig
@@ -61,7 +62,7 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
         settings = EnvoySettings(host=sim.url, token=sim.issue_token())
         async with EnvoyClient(settings, CloudSettings(), TokenSettings(), tmp_path, clock) as client:
             info = await client.connect()
-            features = await client.probe()
+            features = (await probe(client)).features
             realtime = RealtimeSettings(enabled=True, interval=1, source="meters", **options)
             choice = await probe_source(client, "meters", info, features, None)
             rig = Rig(sim, clock, None)  # type: ignore[arg-type]
@@ -162,8 +163,9 @@ async def test_a_cycle_request_waits_behind_at_most_one_real_time_request(tmp_pa
         settings = EnvoySettings(host=sim.url, token=sim.issue_token())
         async with EnvoyClient(settings, CloudSettings(), TokenSettings(), tmp_path) as client:
             info = await client.connect()
-            features = await client.probe()
-            inventory = client.probe_bodies.get(endpoints.ENSEMBLE_INVENTORY)
+            probed = await probe(client)
+            features = probed.features
+            inventory = probed.bodies.get(endpoints.ENSEMBLE_INVENTORY)
             choice = await probe_source(client, "livedata", info, features, inventory)
             assert choice.source == "livedata", choice.reason
             reader = RealtimeReader(
