@@ -132,7 +132,8 @@ async def test_a_burst_of_failures_pauses_then_resumes(rig: Rig) -> None:
     assert metric is not None
     # calm for longer than calm_period (120 s) by now: the first good answer halved it already
     assert rig.reader.interval == 16
-    assert metric.realtime_interval.labels(envoy="test")._value.get() == 16
+    assert metric.realtime_interval.labels(envoy="test").value == 16
+    assert 'envoy2mqtt_realtime_interval_seconds{envoy="test"} 16' in metric.render().decode()
 
 
 @pytest.mark.parametrize("rig", [{"maintenance_window": "", "calm_period": 10}], indirect=True)
