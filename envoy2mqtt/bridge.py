@@ -102,10 +102,14 @@ class EnvoyStatus:
     on_grid: bool | None = None
     health: Payload = field(default_factory=dict)
     inverters: tuple[InverterTile, ...] = ()
+    realtime: Payload = field(default_factory=dict)  # source, effective interval, state; {} when off
 
     def info(self) -> Payload:
-        """The `bridge/info` entry: identity, authentication, availability and cadences."""
-        return {
+        """The `bridge/info` entry: identity, authentication, availability, cadences and real-time state."""
+        cadences: Payload = {"system": self.system_interval, "devices": self.device_interval}
+        if self.realtime:
+            cadences["realtime"] = self.realtime.get("realtime_interval")
+        entry: Payload = {
             "serial": self.serial,
             "name": self.name,
             "firmware": self.firmware,
@@ -113,8 +117,14 @@ class EnvoyStatus:
             "token_type": self.token_type,
             "token_expires_at": _iso(self.token_expires_at),
             "available": self.available,
-            "cadences": {"system": self.system_interval, "devices": self.device_interval},
+            "cadences": cadences,
         }
+        if self.realtime:
+            entry["realtime"] = {
+                "source": self.realtime.get("realtime_source"),
+                "state": self.realtime.get("realtime_state"),
+            }
+        return entry
 
     def health_entry(self) -> Payload:
         return {

@@ -77,6 +77,7 @@ def envoy_status(poller: EnvoyPoller) -> EnvoyStatus:
         on_grid=on_grid if isinstance(on_grid, bool) else None,
         health=dict(poller.health_payload or {}),
         inverters=_tiles(poller),
+        realtime=poller.realtime.gateway_fields() if poller.realtime is not None else {},
     )
 
 

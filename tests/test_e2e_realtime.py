@@ -76,6 +76,11 @@ async def test_meters_source_publishes_live_power_every_second_not_retained(
             await watcher.wait_for(
                 lambda: len(live_events(watcher, sim.serial)) >= 5, 40, "five live messages"
             )
+            await watcher.wait_for(
+                lambda: "realtime" in _bridge_envoy(watcher, sim.serial),
+                20,
+                "the real-time state in bridge/info",
+            )
         finally:
             await daemon.terminate()
         events = live_events(watcher, sim.serial)
@@ -89,7 +94,16 @@ async def test_meters_source_publishes_live_power_every_second_not_retained(
         assert gateway["realtime_interval"] == 1
         logs = daemon.log_text()
         assert "realtime started" in logs
+        info = watcher.json("envoy2mqtt/bridge/info")["envoys"][sim.serial]
+        assert info["cadences"]["realtime"] == 1
+        assert info["realtime"] == {"source": "meters", "state": "running"}
         assert topic not in (await _retained(mosquitto.port))
+
+
+def _bridge_envoy(watcher: Watcher, serial: str) -> dict[str, Any]:
+    info = json.loads(watcher.latest.get("envoy2mqtt/bridge/info", b"{}"))
+    entry: dict[str, Any] = info.get("envoys", {}).get(serial, {})
+    return entry
 
 
 async def _retained(port: int) -> dict[str, bytes]:

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from envoy2mqtt.bridge import EnvoyStatus
 from envoy2mqtt.check import check_envoy, read_planner, render_plan
 from envoy2mqtt.clock import ManualClock
 from envoy2mqtt.config import EnvoySettings, RealtimeSettings, Settings
@@ -88,3 +90,19 @@ async def test_check_with_real_time_off_sends_no_extra_request(tmp_path: Path) -
         assert REALTIME not in result["plan"]["cadences"]
         assert "real-time: off" in render_plan(result)
         assert "it would use livedata" in render_plan(result)
+
+
+def test_bridge_info_carries_the_real_time_cadence_and_state() -> None:
+    values: dict[str, Any] = {
+        "id": "E1", "name": "Envoy E1", "serial": "E1", "firmware": "D8.2.4345", "part_number": None,
+        "auth_mode": "token", "token_type": "owner", "token_expires_at": None, "available": True,
+        "ready": True, "ready_reason": "ok", "last_poll_ok": None, "last_error": None,
+        "system_interval": 60, "device_interval": 300,
+    }  # fmt: skip
+    off = EnvoyStatus(**values).info()
+    assert off["cadences"] == {"system": 60, "devices": 300}
+    assert "realtime" not in off
+    fields = {"realtime_source": "livedata", "realtime_interval": 4.0, "realtime_state": "running"}
+    on = EnvoyStatus(**values, realtime=fields).info()
+    assert on["cadences"] == {"system": 60, "devices": 300, "realtime": 4.0}
+    assert on["realtime"] == {"source": "livedata", "state": "running"}
