@@ -59,6 +59,7 @@ SHUTDOWN_TIMEOUT = 10.0
 # One that drops sooner keeps the backoff growing (a broker that accepts and then kicks us, another
 # client taking over our client id).
 STABLE_CONNECTION = 30.0
+BROKER_PROBE_TIMEOUT = 2.0  # a plain TCP connect to tell a takeover from a broker restart
 QUICK_LOSSES_BEFORE_TAKEOVER = 4  # quick losses in a row that mean "someone else uses our client id"
 SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason code
 UNSUPPORTED_PROTOCOL = 132  # MQTT 5 CONNACK; paho maps the 3.1.1 code 1 onto it
@@ -382,7 +383,8 @@ class Publisher:
                             if self._protocol == aiomqtt.ProtocolVersion.V5
                             else aiomqtt.ProtocolVersion.V5
                         )
-                    self._connection_lost(exc, taken_over=self._taken_over(client, came_up))
+                    broker_up = came_up and await self._broker_still_up(client)
+                    self._connection_lost(exc, taken_over=self._taken_over(client, came_up, broker_up))
                 if self._stop_requested():
                     break
                 delay = self.backoff.failed()
@@ -437,14 +439,15 @@ class Publisher:
             protocol=self._protocol,
         )
 
-    def _taken_over(self, client: _Client, came_up: bool) -> bool:
+    def _taken_over(self, client: _Client, came_up: bool, broker_up: bool) -> bool:
         """Whether the connection just lost was taken over by another client with our client id.
 
         MQTT 5 brokers may say so (DISCONNECT "session taken over"); otherwise the sign is a connection
         that keeps dropping soon after it came up while the broker stays reachable (every reconnect
         works at once). During such an episode the backoff keeps growing; it starts over only after a
-        connection stayed up `STABLE_CONNECTION` seconds. A connect that fails means the broker itself
-        was down (a restart): that is no takeover, and reconnects stay quick as before.
+        connection stayed up `STABLE_CONNECTION` seconds. A connect that fails, or a broker that refuses
+        connections right after it dropped us (`broker_up` False), means the broker itself was down (a
+        restart): that is no takeover, and reconnects stay quick as before.
         """
         if not came_up:
             self._quick_losses = 0
@@ -455,10 +458,34 @@ class Publisher:
             self._takeover = False
             self._takeover_reported = False
             return False
+        if not broker_up:
+            self._quick_losses = 0
+            self._takeover = False
+            return False
         self._quick_losses += 1
         if client.disconnect_code == SESSION_TAKEN_OVER or self._quick_losses >= QUICK_LOSSES_BEFORE_TAKEOVER:
             self._takeover = True
         return self._takeover
+
+    async def _broker_still_up(self, client: _Client) -> bool:
+        """Whether the broker accepts TCP connections right after it dropped us.
+
+        A takeover drops us from a broker that keeps running; a broker that restarts (a crash, an update)
+        refuses connections for a moment. Without this check a broker restarted a few times in quick
+        succession looked like a takeover: a false "client id in use" message, and reconnects that
+        waited longer each time. A broker that says so (MQTT 5 "session taken over") needs no check.
+        """
+        if client.disconnect_code == SESSION_TAKEN_OVER:
+            return True
+        try:
+            async with asyncio.timeout(BROKER_PROBE_TIMEOUT):
+                _reader, writer = await asyncio.open_connection(self._settings.host, self._settings.port)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     async def _session(self, client: _Client) -> None:
         echo = self._protocol != aiomqtt.ProtocolVersion.V5
