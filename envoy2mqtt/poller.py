@@ -25,6 +25,7 @@ from datetime import UTC
 import structlog
 
 from .announcer import Announcer
+from .carry import SystemCarry
 from .clock import SYSTEM_CLOCK, Clock
 from .config import EnvoySettings, PollingSettings, Settings
 from .counters import CounterGuard
@@ -136,6 +137,8 @@ class EnvoyPoller:
         self.store = BodyStore()
         self.planner: Planner | None = None
         self.reads: CycleReader | None = None
+        self.carry: SystemCarry | None = None  # production.json / secctrl values between their reads
+        self._timezone: str | None = envoy.timezone or None
         self.announcer = Announcer(
             publisher,
             topics,
@@ -295,6 +298,7 @@ class EnvoyPoller:
             self.settings.realtime.interval,
         )
         self.planner = Planner(result.features, intervals, readers=realtime_readers(source))
+        self.carry = SystemCarry(result.features, self._timezone)
         self.reads = CycleReader(
             self.planner,
             self.store,
@@ -364,6 +368,9 @@ class EnvoyPoller:
         timezone = home.get("timezone") if isinstance(home, dict) else None
         if isinstance(timezone, str) and timezone:
             self.guard.set_timezone(timezone)
+            self._timezone = timezone
+            if self.carry is not None:
+                self.carry.set_timezone(timezone)
 
     # ------------------------------------------------------------------ the cadences' ticks
 
@@ -462,14 +469,21 @@ class EnvoyPoller:
     async def poll_system(self) -> None:
         """One system cycle: read what is due, normalize, guard the counters, announce."""
         info, features, reads, _ = self._connected()
+        now = self.clock.time()
+        carry = self.carry
+        for path in carry.needs_read(now) if carry is not None else ():
+            self.store.forget(path)  # nothing to carry from yet, or a new local day
         cycle = await reads.run(SYSTEM)
         if not cycle.production_read():
             raise BadEnvoyData("no production data could be read this cycle")
         raw = raw_system_data(cycle.bodies)
         reading = normalize_system(raw, info, features)
         self._log_problems("system", reading.problems)
-        now = self.clock.time()
-        system = self._guard("system", reading.payload(), "system", now)
+        payload = reading.payload()
+        if carry is not None:
+            read = frozenset(p for p in cycle.read if cycle.bodies.get(p) is not None)
+            payload = carry.system(payload, raw, read, now)
+        system = self._guard("system", payload, "system", now)
         meters: dict[str, Payload] = {}
         for meter in normalize_meters(raw, features):
             self._log_problems("system", meter.problems)

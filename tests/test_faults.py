@@ -327,7 +327,7 @@ async def test_storm_of_401s_one_revalidation_and_one_refresh_per_backoff_step(
         tmp_path, mosquitto, SimulatorConfig(profile="metered-3phase-iq"), token=token_settings
     ) as h:
         sim = h.sim
-        data = endpoints.PRODUCTION_JSON
+        data = endpoints.METERS_READINGS  # read every system cycle (production.json every 5 minutes)
 
         def counts() -> tuple[int, int, int]:
             return sim.requests[data], sim.requests[endpoints.CHECK_JWT], sim.cloud_calls["tokens"]
@@ -645,7 +645,8 @@ async def test_a_thirty_second_envoy_does_not_stall_the_other_or_mqtt(
 ) -> None:
     """One Envoy answers every request after 30 s: the other publishes on its cadence and the MQTT
     keep-alive (5 s) is never missed."""
-    slow_config = SimulatorConfig(profile="legacy-unmetered")
+    # CTs: the system cadence asks this Envoy every cycle (a CT-less one only once per device interval)
+    slow_config = SimulatorConfig(profile="metered-1phase-acb")
     async with (
         Simulator(SimulatorConfig(profile="metered-1phase-acb")) as fast,
         Simulator(slow_config) as slow,

@@ -191,12 +191,12 @@ async def test_no_secret_leaks_through_any_auth_flow(
                     "system and inverter readings",
                 )
             if flow.storm:
-                polls = sim.requests["/production.json?details=1"]
+                polls = sim.requests["/ivp/meters/readings"]  # read every system cycle
                 sim.faults.unauthorized(3)  # the poll, check_jwt, the new token's check_jwt
                 await watcher.wait_for(
                     lambda: sim.faults.snapshot()["unauthorized"] == 0, 40, "the 401 storm to be consumed"
                 )
-                assert sim.requests["/production.json?details=1"] > polls
+                assert sim.requests["/ivp/meters/readings"] > polls
                 await watcher.wait_for(
                     lambda: "token_rejected_by_envoy" in daemon.log_text(),
                     10,

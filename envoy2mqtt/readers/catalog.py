@@ -53,15 +53,31 @@ class Reader:
 
 
 def production_json_on_device_cadence(features: Features) -> bool:
-    """Without a production CT, `/api/v1/production` carries every production value each minute; what
-    `production.json` adds then (the inverter count, the inverters' reading time) changes only with the
-    5-minute inverter reports, so one read per device interval is enough: one request a minute fewer for
-    every Envoy without CTs (the Envoys that suffer most from polling)."""
+    """Without any CT (and without an AC Battery, whose state is in `production.json`), every value the
+    production bodies carry comes from the inverters, which report every 5 minutes: one read per device
+    interval is enough, the minutes between republish it. A CT-less Envoy (the Envoys that suffer most
+    from polling) then sees about one request a minute in all."""
+    return not features.production_ct and not features.consumption and not features.acb
+
+
+def carries_production(features: Features) -> bool:
+    """CTs measure the production.json values this Envoy publishes: between two reads, `carry.SystemCarry`
+    carries them from the CT readings of every minute. An AC Battery's values in it (its telemetry lags
+    10-15 minutes on the Envoy itself, envoy-local-api.md) are those of the last read."""
+    if not features.production_ct or "production" not in features.ct_meters:
+        return False
+    return not features.consumption or "net-consumption" in features.ct_meters
+
+
+def carries_battery(features: Features) -> bool:
+    """IQ Batteries (no AC Battery in the aggregate) with ensemble/power and secctrl: between two secctrl
+    reads, `carry.SystemCarry` moves the charge with ensemble/power's per-battery charge."""
+    present = features.endpoints
     return (
-        endpoints.API_V1_PRODUCTION in features.endpoints
-        and not features.production_ct
-        and not features.consumption
+        features.iq_batteries
         and not features.acb
+        and endpoints.ENSEMBLE_POWER in present
+        and endpoints.ENSEMBLE_SECCTRL in present
     )
 
 
@@ -73,14 +89,22 @@ def _production_json(features: Features) -> Needs:
         return {}
     if production_json_on_device_cadence(features):
         return {SYSTEM: Need(DEVICE), DEVICE: Need(DEVICE)}
+    if carries_production(features):
+        # read once per device interval; the minutes between carry its values from the CT readings
+        return {SYSTEM: Need(DEVICE), DEVICE: Need(HELD)}
     # the device cycle takes the ACB aggregate and the inverter count from the system cycle's body
     return {SYSTEM: Need(SYSTEM), DEVICE: Need(HELD)}
 
 
 def _api_v1_production(features: Features) -> Needs:
-    if endpoints.API_V1_PRODUCTION in features.endpoints and not features.production_ct:
-        return {SYSTEM: Need(SYSTEM)}
-    return {}
+    if endpoints.API_V1_PRODUCTION not in features.endpoints or features.production_ct:
+        return {}
+    if production_json_on_device_cadence(features):
+        # Without any CT, every value of this body comes from the inverters, which report every 5
+        # minutes (envoy-local-api.md §cadence): one read per device interval, the minutes between
+        # republish it. A CT-less Envoy then sees about one request a minute in all.
+        return {SYSTEM: Need(DEVICE)}
+    return {SYSTEM: Need(SYSTEM)}
 
 
 def _production_html(features: Features) -> Needs:
@@ -143,6 +167,8 @@ def _ensemble_power(features: Features) -> Needs:
 def _ensemble_secctrl(features: Features) -> Needs:
     if not features.iq_batteries or endpoints.ENSEMBLE_SECCTRL not in features.endpoints:
         return {}
+    if carries_battery(features):
+        return {SYSTEM: Need(DEVICE)}  # the minutes between carry the charge from ensemble/power
     return {SYSTEM: Need(SYSTEM)}
 
 

@@ -72,6 +72,10 @@ class BodyStore:
         held = self._bodies.get(path)
         return math.inf if held is None else now - held[1]
 
+    def forget(self, path: str) -> None:
+        """The held body is no longer good (the next cycle that needs it reads it)."""
+        self._bodies.pop(path, None)
+
     def clear(self) -> None:
         self._bodies.clear()
 
@@ -83,10 +87,13 @@ class Cycle:
     consumer: str
     bodies: Mapping[str, Any]
     read: tuple[str, ...]  # the paths requested from the Envoy this cycle, in order
-    fresh: frozenset[str]  # paths whose body is young for this consumer's own cadence (read or reused)
+    fresh: frozenset[str]  # paths with a body fresh enough for their step (read now or reused)
 
     def production_read(self, readers: Iterable[Reader] = READERS) -> bool:
-        """At least one production source gave a body young enough for this consumer."""
+        """At least one production source gave a body fresh enough, and the Envoy answered at least one
+        of the reads this cycle made (a held body does not hide an Envoy that answers nothing)."""
+        if self.read and all(self.bodies.get(path) is None for path in self.read):
+            return False
         return any(
             r.production and self.bodies.get(r.path) is not None and r.path in self.fresh for r in readers
         )
@@ -223,7 +230,6 @@ class CycleReader:
         bodies: dict[str, Any] = {}
         read: list[str] = []
         fresh: set[str] = set()
-        own_max_age = self.planner.intervals[consumer] * FRESH_SHARE
         for step in self.planner.steps(consumer):
             now = self._monotonic()
             if self.planner.due(step, self.store, now, bodies):
@@ -235,7 +241,7 @@ class CycleReader:
                 bodies[step.path] = body
             else:
                 bodies[step.path] = self.store.body(step.path)
-                if self.store.age(step.path, now) <= own_max_age:
+                if step.need.within != HELD and self.store.age(step.path, now) <= step.max_age:
                     fresh.add(step.path)
         return Cycle(consumer, bodies, tuple(read), frozenset(fresh))
 
