@@ -173,6 +173,14 @@ GATEWAY: tuple[Entity, ...] = (
         options=REALTIME_STATES,
         diagnostic=True,
     ),
+    Entity(
+        "derived_daily",
+        "Derived daily values",
+        kind="list",
+        diagnostic=True,
+        enabled=False,
+        template="{{ value_json.derived_daily | join(', ') }}",
+    ),
 )
 
 

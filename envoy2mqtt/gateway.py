@@ -20,6 +20,7 @@ def build_gateway_payload(
     last_error: str | None,
     poll_duration: float | None,
     realtime: Payload | None = None,
+    derived_daily: tuple[str, ...] = (),
 ) -> Payload:
     """The contract's `gateway` object. Never a secret. `realtime`: the real-time cadence's diagnostics
     (source, effective interval, state), present only while it runs on this Envoy."""
@@ -42,4 +43,6 @@ def build_gateway_payload(
     payload["poll_duration"] = poll_duration
     if realtime:
         payload.update(realtime)
+    if derived_daily:  # only where the bridge derives a daily value the Envoy does not report
+        payload["derived_daily"] = list(derived_daily)
     return payload

@@ -29,6 +29,7 @@ from .carry import SystemCarry
 from .clock import SYSTEM_CLOCK, Clock
 from .config import EnvoySettings, PollingSettings, Settings
 from .counters import CounterGuard
+from .derived_daily import TODAY, DerivedDaily, derives_daily
 from .entities import daily_keys, lifetime_keys
 from .envoy import endpoints
 from .envoy.client import EnvoyClient
@@ -139,6 +140,7 @@ class EnvoyPoller:
         self.reads: CycleReader | None = None
         self.carry: SystemCarry | None = None  # production.json / secctrl values between their reads
         self._timezone: str | None = envoy.timezone or None
+        self.derived: DerivedDaily | None = None  # today's production where the Envoy reports none
         self.announcer = Announcer(
             publisher,
             topics,
@@ -230,6 +232,8 @@ class EnvoyPoller:
         finally:
             if self.guard is not None:
                 self.guard.flush()
+            if self.derived is not None:
+                self.derived.flush()
 
     async def close(self) -> None:
         await self.client.close()
@@ -299,6 +303,13 @@ class EnvoyPoller:
         )
         self.planner = Planner(result.features, intervals, readers=realtime_readers(source))
         self.carry = SystemCarry(result.features, self._timezone)
+        if self.derived is not None:
+            self.derived.flush()
+        self.derived = (
+            DerivedDaily(StateFile(self.settings.state_dir / f"daily-{self.serial}.json"), self._timezone)
+            if derives_daily(result.features)
+            else None
+        )
         self.reads = CycleReader(
             self.planner,
             self.store,
@@ -371,6 +382,8 @@ class EnvoyPoller:
             self._timezone = timezone
             if self.carry is not None:
                 self.carry.set_timezone(timezone)
+            if self.derived is not None:
+                self.derived.set_timezone(timezone)
 
     # ------------------------------------------------------------------ the cadences' ticks
 
@@ -484,6 +497,8 @@ class EnvoyPoller:
             read = frozenset(p for p in cycle.read if cycle.bodies.get(p) is not None)
             payload = carry.system(payload, raw, read, now)
         system = self._guard("system", payload, "system", now)
+        if self.derived is not None:
+            system = self.derived.apply(system, now)
         meters: dict[str, Payload] = {}
         for meter in normalize_meters(raw, features):
             self._log_problems("system", meter.problems)
@@ -571,6 +586,7 @@ class EnvoyPoller:
             last_error=health.last_error,
             poll_duration=health.poll_duration,
             realtime=self.realtime.gateway_fields() if self.realtime is not None else None,
+            derived_daily=(TODAY,) if self.derived is not None and self.derived.active else (),
         )
 
     def _publish_gateway(self, force: bool = False) -> None:
