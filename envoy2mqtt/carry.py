@@ -144,21 +144,25 @@ class SystemCarry:
             due.append(endpoints.ENSEMBLE_SECCTRL)
         return tuple(due)
 
-    def system(self, payload: Payload, raw: RawSystemData, read: frozenset[str], now: float) -> Payload:
-        """The payload as a fresh read would give it; `read`: the paths read (not reused) this cycle."""
+    def system(
+        self, payload: Payload, raw: RawSystemData, read: frozenset[str], fresh: frozenset[str], now: float
+    ) -> Payload:
+        """The payload as a fresh read would give it. `read`: the paths read this cycle (a read of a slow
+        body re-anchors); `fresh`: the paths with a body fresh enough for this cycle, read now or moments
+        ago by another cadence (the real-time one reads the CTs every few seconds)."""
         out = payload
         if self.production:
-            out = self._carry_production(out, raw, read, now)
+            out = self._carry_production(out, raw, read, fresh, now)
         if self.battery:
-            out = self._carry_battery(out, raw, read, now)
+            out = self._carry_battery(out, raw, read, fresh, now)
         return out
 
     # ------------------------------------------------------------------ production.json
 
     def _carry_production(
-        self, payload: Payload, raw: RawSystemData, read: frozenset[str], now: float
+        self, payload: Payload, raw: RawSystemData, read: frozenset[str], fresh: frozenset[str], now: float
     ) -> Payload:
-        if endpoints.METERS_READINGS not in read or raw.meters_readings is None:
+        if endpoints.METERS_READINGS not in fresh or raw.meters_readings is None:
             return payload  # no fresh CT readings: nothing to carry with
         counters = _ct_counters(raw.meters_readings, self.features)
         if endpoints.PRODUCTION_JSON in read and raw.production_json is not None:
@@ -216,9 +220,9 @@ class SystemCarry:
     # ------------------------------------------------------------------ secctrl
 
     def _carry_battery(
-        self, payload: Payload, raw: RawSystemData, read: frozenset[str], now: float
+        self, payload: Payload, raw: RawSystemData, read: frozenset[str], fresh: frozenset[str], now: float
     ) -> Payload:
-        if endpoints.ENSEMBLE_POWER not in read:
+        if endpoints.ENSEMBLE_POWER not in fresh or raw.ensemble_power is None:
             return payload
         weighted = _weighted_soc(raw.ensemble_power, raw.ensemble_inventory)
         power = _battery_power(raw.ensemble_power)

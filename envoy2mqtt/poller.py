@@ -495,7 +495,8 @@ class EnvoyPoller:
         payload = reading.payload()
         if carry is not None:
             read = frozenset(p for p in cycle.read if cycle.bodies.get(p) is not None)
-            payload = carry.system(payload, raw, read, now)
+            fresh = frozenset(p for p in cycle.fresh if cycle.bodies.get(p) is not None)
+            payload = carry.system(payload, raw, read, fresh, now)
         system = self._guard("system", payload, "system", now)
         if self.derived is not None:
             system = self.derived.apply(system, now)
