@@ -523,8 +523,9 @@ async def test_two_daemons_with_the_same_client_id_say_so_and_back_off(
 
 
 async def test_an_envoy_that_became_slow_is_said_once(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    # CTs: every system poll asks the Envoy (a CT-less one only once per device interval)
     async with (
-        Simulator(SimulatorConfig(profile="legacy-unmetered")) as sim,
+        Simulator(SimulatorConfig(profile="metered-1phase-acb")) as sim,
         Watcher(mosquitto.port) as watcher,
     ):
         config = write_config(tmp_path, mosquitto.port, envoy_table(sim), sim=sim, system_interval=10)
