@@ -271,7 +271,7 @@ async def _token(settings: Settings, action: str, *, show: bool) -> int:
 
 
 async def _capture(settings: Settings, output: Path, wanted: str | None) -> int:
-    from .capture import run_capture
+    from .dump import run_capture
 
     try:
         return await run_capture(settings, output, wanted)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from envoy2mqtt.capture import Redactor, capture_name
 from envoy2mqtt.cli import EXIT_CONFIG, EXIT_OK
+from envoy2mqtt.dump import Redactor, capture_name
 from envoy2mqtt.envoy import endpoints
 from envoy2mqtt.simulator import Simulator, SimulatorConfig
 from tests.conftest import CAPTURES

@@ -57,7 +57,7 @@ from envoy2mqtt.normalize import detect_features, normalize_devices, normalize_m
 from envoy2mqtt.normalize.features import usable_body
 from envoy2mqtt.normalize.quirks import production_from_html
 from envoy2mqtt.readers import raw_device_data, raw_system_data
-from envoy2mqtt.simulator.capture import CaptureSource
+from envoy2mqtt.simulator.replay import CaptureSource
 from envoy2mqtt.simulator.responses import NOT_FOUND_HTML, SERVER_ERROR_HTML, UNAUTHORIZED_HTML, EnvoySource
 from envoy2mqtt.simulator.simtime import SimulatedTime
 from envoy2mqtt.simulator.site import PROFILES, GeneratedSite

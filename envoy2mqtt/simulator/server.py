@@ -52,7 +52,6 @@ from envoy2mqtt.clock import SYSTEM_CLOCK, Clock
 from envoy2mqtt.envoy.auth.passwords import REALM, envoy_user_password, installer_password
 from envoy2mqtt.envoy.endpoints import CHECK_JWT
 from envoy2mqtt.errors import ConfigError
-from envoy2mqtt.simulator.capture import CaptureSource
 from envoy2mqtt.simulator.certs import generate_tls_material
 from envoy2mqtt.simulator.cloud import ENLIGHTEN_PASSWORD, ENLIGHTEN_USERNAME, CloudControl, FakeCloud
 from envoy2mqtt.simulator.controls import SiteControls
@@ -60,6 +59,7 @@ from envoy2mqtt.simulator.digest import DigestVerifier
 from envoy2mqtt.simulator.faults import FaultController
 from envoy2mqtt.simulator.livestream import DEFAULT_EXPIRY, LiveStream
 from envoy2mqtt.simulator.load import LoadModel, LoadSettings
+from envoy2mqtt.simulator.replay import CaptureSource
 from envoy2mqtt.simulator.responses import (
     HTML_TYPE,
     JSON_TYPE,

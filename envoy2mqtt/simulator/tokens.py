@@ -91,8 +91,3 @@ class TokenAuthority:
             return False
         self._sessions[session_id] = now
         return True
-
-    def drop_sessions(self) -> None:
-        """What an Envoy reboot does: every cookie becomes invalid."""
-        self._sessions.clear()
-        self._session_types.clear()

@@ -1,4 +1,4 @@
-"""Serve a capture folder (the shared layout: one file per endpoint, `<name>_log.json` for the status)."""
+"""Replay a capture folder (the shared layout: one file per endpoint, `<name>_log.json` for the status)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`envoy2mqtt capture`: dump every endpoint of an Envoy into the capture layout the simulator serves.
+"""`envoy2mqtt capture` writes a dump: every endpoint of an Envoy in the capture layout the simulator serves.
 
 The dump is what users attach to bug reports, so it is redacted consistently: every serial number
 becomes a stable fake of the same length (the same real serial always maps to the same fake, so the
