@@ -163,6 +163,17 @@ class _Client(aiomqtt.Client):
         self.disconnect_code = _code(reason_code)
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
+    def settle_disconnect(self) -> None:
+        """Mark an unexpected disconnection as handled.
+
+        aiomqtt stores it as an exception on a future that only its message iterator reads; when the
+        sender noticed the loss first and the listener was cancelled, nobody read it, and asyncio logged
+        "Future exception was never retrieved" at error level for a loss the publisher had handled.
+        """
+        disconnected = getattr(self, "_disconnected", None)
+        if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
+            disconnected.exception()
+
 
 def _code(reason_code: Any) -> int:
     value = getattr(reason_code, "value", reason_code)
@@ -385,6 +396,8 @@ class Publisher:
                         )
                     broker_up = came_up and await self._broker_still_up(client)
                     self._connection_lost(exc, taken_over=self._taken_over(client, came_up, broker_up))
+                finally:
+                    client.settle_disconnect()
                 if self._stop_requested():
                     break
                 delay = self.backoff.failed()
