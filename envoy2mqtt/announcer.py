@@ -183,7 +183,7 @@ class Announcer:
         self.publisher.publish(
             self.topics.envoy_availability(self.description.serial), "online" if available else "offline"
         )
-        self.log.info("envoy availability", available=available)
+        self.log.info("envoy_availability", available=available)
         return True
 
     # ------------------------------------------------------------------ discovery
@@ -199,7 +199,7 @@ class Announcer:
         """A device that disappeared: clear its retained config and state topics."""
         serial = self._serial()
         for device in set(before) - set(after):
-            self.log.info("device disappeared; clearing its topics", device=device)
+            self.log.info("device_removed", action="clearing its topics", device=device)
             self.publisher.clear(topic_of(serial, device))
             self._child_shapes.pop(device, None)
             if device in self._announced_children:

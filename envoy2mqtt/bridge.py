@@ -262,7 +262,7 @@ class BridgeApi:
             return
         command = message.topic[len(prefix) :]
         if message.retain:
-            log.info("bridge request ignored: retained", command=command)
+            log.info("bridge_request_ignored", reason="retained", command=command)
             return
         if len(self._tasks) >= MAX_IN_FLIGHT:
             self._respond(command, None, "busy: too many requests in flight, try again", None)
@@ -296,12 +296,12 @@ class BridgeApi:
                 raise RequestError(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
             data = await handler(body)
         except RequestError as exc:
-            log.info("bridge request refused", command=command, reason=str(exc))
+            log.info("bridge_request_refused", command=command, reason=str(exc))
             return self._respond(command, exc.data, str(exc), transaction)
         except Exception as exc:  # the daemon's own failure: a short reason, never a traceback
-            log.warning("bridge request failed", command=command, reason=_short(exc))
+            log.warning("bridge_request_failed", command=command, reason=_short(exc))
             return self._respond(command, None, _short(exc), transaction)
-        log.debug("bridge request served", command=command, transaction=transaction)
+        log.debug("bridge_request_served", command=command, transaction=transaction)
         return self._respond(command, data, None, transaction)
 
     def _respond(self, command: str, data: Any, error: str | None, transaction: Any) -> Payload:
@@ -314,7 +314,7 @@ class BridgeApi:
             }
         )
         if not self.publisher.send_once(self.topics.bridge_response(command), response):
-            log.info("bridge response dropped: MQTT is not connected", command=command)
+            log.info("bridge_response_dropped", reason="mqtt not connected", command=command)
         return response  # type: ignore[no-any-return]
 
     def _envoys(self, body: Payload) -> list[EnvoyStatus]:

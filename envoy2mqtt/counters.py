@@ -129,7 +129,7 @@ def _zone(name: str | None) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        log.warning("unknown timezone; daily counters use UTC midnight", timezone=name)
+        log.warning("timezone_unknown", action="daily counters use UTC midnight", timezone=name)
         return UTC
 
 
@@ -256,7 +256,8 @@ class CounterGuard:
             return
         was, today = self._local_date(expected).isoformat(), self._local_date(now).isoformat()
         log.warning(
-            "host clock jumped; daily counters keep their day (the jump is not a local midnight)",
+            "host_clock_jumped",
+            action="daily counters keep their day (the jump is not a local midnight)",
             jump_seconds=round(jump),
             local_date_before=was,
             local_date_now=today,
@@ -510,7 +511,7 @@ class CounterGuard:
             except (TypeError, ValueError, KeyError):
                 skipped += 1
         if skipped:
-            log.warning("ignored malformed counter entries in the state file", count=skipped)
+            log.warning("counter_entries_malformed", action="ignored", count=skipped)
 
     def _snapshot(self) -> dict[str, Any]:
         lifetime: dict[str, dict[str, Any]] = {}
@@ -549,7 +550,8 @@ class CounterGuard:
         except OSError as exc:
             if not self._save_failed:
                 log.error(
-                    "could not save counter offsets; keeping them in memory and retrying",
+                    "counter_offsets_save_failed",
+                    action="keeping them in memory and retrying",
                     path=str(self._state.path),
                     error=exc.strerror or type(exc).__name__,
                 )
@@ -557,7 +559,7 @@ class CounterGuard:
             self._last_save = now  # retry after the next interval, not on every poll
             return
         if self._save_failed:
-            log.info("counter offsets saved again", path=str(self._state.path))
+            log.info("counter_offsets_saved_again", path=str(self._state.path))
         self._save_failed = False
         self._dirty = False
         self._last_save = now

@@ -88,13 +88,13 @@ class HealthServer:
             if isinstance(address, tuple) and len(address) >= 2:
                 self.port = int(address[1])
                 break
-        _log.info("health listener started", host=self._settings.host, port=self.port)
+        _log.info("health_listener_started", host=self._settings.host, port=self.port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-            _log.info("health listener stopped", port=self.port)
+            _log.info("health_listener_stopped", port=self.port)
 
     async def __aenter__(self) -> HealthServer:
         await self.start()
@@ -110,7 +110,7 @@ class HealthServer:
         try:
             ready, detail = self._readiness()
         except Exception as exc:  # a broken callback must read "not ready", not take the listener down
-            _log.exception("readiness check failed")
+            _log.exception("readiness_check_failed")
             return _json_response({"status": "error", "error": type(exc).__name__}, 503)
         body = {"status": "ready" if ready else "not ready", **detail}
         return _json_response(body, 200 if ready else 503)

@@ -101,7 +101,7 @@ class PollHealth:
         problem = _NUMBERS.sub("#", reason)
         if problem not in self._failure_problems:
             self._failure_problems.add(problem)
-            self.log.warning("poll failed", cadence=cadence, kind=error_kind(exc), reason=reason)
+            self.log.warning("poll_failed", cadence=cadence, kind=error_kind(exc), reason=reason)
         self.last_error = reason
         if self.metrics is not None:
             self.metrics.record_error(self.label, error_kind(exc))
@@ -116,15 +116,16 @@ class PollHealth:
         if seconds > interval and self.failures == 0 and not self._slow:  # slow answers, not failures
             self._slow = True
             self.log.warning(
-                "envoy has become slow: a system poll took longer than the cadence, so polls are "
-                "skipped and readings come late",
+                "envoy_slow",
+                reason="a system poll took longer than the cadence",
+                effect="polls are skipped and readings come late",
                 poll_duration=round(seconds, 1),
                 system_interval=interval,
                 skipped_ticks=math.floor(seconds / interval),
             )
         elif self._slow and seconds <= interval / 2:
             self._slow = False
-            self.log.info("envoy answers in time again", poll_duration=round(seconds, 1))
+            self.log.info("envoy_in_time_again", poll_duration=round(seconds, 1))
 
     def counter_corrected(self, reason: str) -> None:
         """A counter guard correction: shown as `last_error` until the next failure replaces it."""

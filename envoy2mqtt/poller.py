@@ -252,7 +252,7 @@ class EnvoyPoller:
                 self._publish_gateway()
                 wait = policy.failed()
                 self.log.warning(
-                    "envoy not ready, retrying", reason=short_error(exc), retry_in=round(wait, 1)
+                    "envoy_not_ready", action="retrying", reason=short_error(exc), retry_in=round(wait, 1)
                 )
                 await self.clock.sleep(wait)
 
@@ -277,7 +277,7 @@ class EnvoyPoller:
         if recovery is not None:
             await recovery  # before anything is published
         self.log.info(
-            "envoy ready",
+            "envoy_ready",
             serial=info.serial,
             firmware=info.firmware,
             auth=info.auth_mode,
@@ -329,7 +329,7 @@ class EnvoyPoller:
         inventory = self.store.body(endpoints.ENSEMBLE_INVENTORY)
         choice = await probe_source(self.client, settings.source, self.info, features, inventory)
         if choice.source is None and choice != self.realtime_choice:
-            self.log.warning("realtime unavailable on this envoy", reason=choice.reason, cadences="unchanged")
+            self.log.warning("realtime_unavailable", reason=choice.reason, cadences="unchanged")
         return choice
 
     def _realtime_reader(self) -> RealtimeReader | None:
@@ -453,14 +453,14 @@ class EnvoyPoller:
             # /info answered, just not with the document (a 401 storm, a 5xx): the check stays due, and
             # the data requests still run so that the token's re-validation and backoff steps go on.
             for problem in self._problems["firmware"].new([short_error(exc)]):
-                self.log.warning("firmware check failed", problem=problem)
+                self.log.warning("firmware_check_failed", problem=problem)
             return
         self._problems["firmware"].new([])
         if changed:
             assert self.client.info is not None
             self._adopt_info(self.client.info)
             await self._probe()
-            self.log.info("firmware changed; probed again", firmware=self.client.info.firmware)
+            self.log.info("envoy_reprobed", reason="firmware changed", firmware=self.client.info.firmware)
 
     async def _refresh_token_if_due(self) -> None:
         manager = self.client.token_manager
@@ -470,7 +470,7 @@ class EnvoyPoller:
             await manager.refresh_if_due()
         except TokenError as exc:
             # the current token still works until it expires: not a poll failure
-            self.log.warning("token refresh failed", reason=short_error(exc))
+            self.log.warning("token_refresh_failed", reason=short_error(exc))
 
     # ------------------------------------------------------------------ one cycle each
 
@@ -560,13 +560,13 @@ class EnvoyPoller:
             monotonic=self.clock.monotonic(),
         )
         for correction in corrections:
-            self.log.warning("counter corrected", device=device, reason=correction.reason)
+            self.log.warning("counter_corrected", device=device, reason=correction.reason)
             self.health.counter_corrected(correction.reason)
         return guarded
 
     def _log_problems(self, scope: str, problems: Iterable[str]) -> None:
         for problem in self._problems[scope].new(problems):
-            self.log.warning("envoy data problem", scope=scope, problem=problem)
+            self.log.warning("envoy_data_problem", scope=scope, problem=problem)
 
     def _endpoint_error(self, path: str, exc: BaseException) -> None:
         if self.metrics is not None:

@@ -63,8 +63,9 @@ async def recover_counters(
     except RetainedReadError as exc:
         guard.recover({})
         log.warning(
-            "no counter state and the broker's retained states could not be read; counters start from "
-            "the Envoy's values",
+            "counter_recovery_failed",
+            detail="no counter state and the broker's retained states could not be read",
+            action="counters start from the Envoy's values",
             reason=str(exc),
             **context,
         )
@@ -72,8 +73,9 @@ async def recover_counters(
     count = guard.recover(published_lifetimes(prefix, messages))
     if count:
         log.warning(
-            "counter state file missing or unusable: recovered the last published lifetime values from "
-            "the broker's retained states",
+            "counters_recovered_from_broker",
+            reason="counter state file missing or unusable",
+            action="recovered the last published lifetime values from the broker's retained states",
             counters=count,
             **context,
         )

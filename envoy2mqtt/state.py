@@ -35,7 +35,8 @@ def ensure_private_dir(path: Path) -> None:
             path.chmod(PRIVATE_DIR_MODE)
     except OSError as exc:
         log.warning(
-            "state directory is not private; could not set mode 0700",
+            "state_dir_not_private",
+            detail="could not set mode 0700",
             path=str(path),
             error=type(exc).__name__,
         )
@@ -54,7 +55,8 @@ def prepare_state_dir(path: Path) -> bool:
         raise
     except OSError as exc:
         log.warning(
-            "state directory cannot be created; tokens and counter offsets are kept in memory only",
+            "state_dir_create_failed",
+            effect="tokens and counter offsets are kept in memory only",
             path=str(path),
             error=exc.strerror or type(exc).__name__,
         )
@@ -119,15 +121,17 @@ class StateFile:
             self.path.rename(aside)
         except OSError as exc:
             log.error(
-                "state file is unusable and could not be moved aside; starting empty, "
-                "the next save will replace it",
+                "state_file_unusable",
+                detail="could not be moved aside",
+                action="starting empty, the next save will replace it",
                 path=str(self.path),
                 reason=why,
                 error=type(exc).__name__,
             )
             return
         log.error(
-            "state file is unusable; starting empty, the bad file is kept aside",
+            "state_file_unusable",
+            action="starting empty, the bad file is kept aside",
             path=str(self.path),
             reason=why,
             kept_as=str(aside),
@@ -140,7 +144,10 @@ class StateFile:
                 self.path.chmod(PRIVATE_FILE_MODE)
         except OSError as exc:
             log.warning(
-                "could not make the state file private", path=str(self.path), error=type(exc).__name__
+                "state_file_chmod_failed",
+                detail="could not make the state file private",
+                path=str(self.path),
+                error=type(exc).__name__,
             )
 
     @staticmethod

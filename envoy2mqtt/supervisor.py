@@ -54,13 +54,13 @@ async def supervise(
         policy.started()
         try:
             await factory()
-            log.warning("task ended; restarting", task=name)
+            log.warning("task_ended", action="restarting", task=name)
         except asyncio.CancelledError:
             raise
         except fatal:
             raise
         except Exception:
-            log.exception("task crashed; restarting", task=name, retry_in=round(policy.ceiling(), 1))
+            log.exception("task_crashed", action="restarting", task=name, retry_in=round(policy.ceiling(), 1))
         policy.reset_after_stable(10 * policy.ceiling())  # it ran fine for a while: start over
         await clock.sleep(policy.failed())
 
@@ -173,7 +173,7 @@ class Daemon:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            log.info("envoy probed again: deciding its controls anew", envoy=poller.envoy.label)
+            log.info("controls_redecided", reason="envoy probed again", envoy=poller.envoy.label)
 
     async def _prepare(self) -> None:
         """What must hold before anything runs; a ConfigError names the key (exit 2, no traceback)."""
@@ -234,7 +234,7 @@ class Daemon:
         except* MqttError as group_error:
             for exc in group_error.exceptions:
                 log.error(
-                    "MQTT cannot be restored; exiting so the service manager restarts us", reason=str(exc)
+                    "mqtt_unrecoverable", action="exiting so the service manager restarts us", reason=str(exc)
                 )
             exit_code = EXIT_MQTT
         finally:
@@ -251,11 +251,11 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         offline = [self.topics.envoy_availability(p.serial) for p in self.pollers if p.serial]
-        log.info("stopping: publishing offline")
+        log.info("stopping", action="publishing offline")
         try:
             await asyncio.wait_for(self.publisher.shutdown(offline), SHUTDOWN_TIMEOUT)
         except TimeoutError:
-            log.warning("broker did not acknowledge the offline messages in time")
+            log.warning("offline_publish_unacknowledged")
 
 
 class _Stopped(Exception):
@@ -278,15 +278,20 @@ async def run_daemon(
 
         def on_hangup(daemon: Daemon = daemon, reloaded: list[Settings] = reloaded) -> None:
             if reload is None:
-                log.info("SIGHUP: stopping")
+                log.info("sighup_received", action="stopping")
                 daemon.request_stop()
                 return
             try:
                 new_settings = reload()
             except ConfigError as exc:
-                log.error("SIGHUP: configuration not reloaded; the running one is kept", reason=str(exc))
+                log.error(
+                    "config_reload_failed",
+                    signal="SIGHUP",
+                    action="kept running configuration",
+                    reason=str(exc),
+                )
                 return
-            log.info("SIGHUP: reloading the configuration")
+            log.info("config_reloading", signal="SIGHUP")
             reloaded.append(new_settings)
             daemon.request_stop()
 
@@ -296,7 +301,7 @@ async def run_daemon(
         with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
             loop.add_signal_handler(signal.SIGHUP, on_hangup)
         log.info(
-            "envoy2mqtt starting",
+            "envoy2mqtt_starting",
             envoys=[e.label for e in settings.envoy],
             broker=f"{settings.mqtt.host}:{settings.mqtt.port}",
             base_topic=settings.mqtt.base_topic,
@@ -305,7 +310,7 @@ async def run_daemon(
         code = await daemon.run()
         if code == EXIT_OK and reloaded:
             settings = reloaded[-1]
-            log.info("envoy2mqtt restarting with the reloaded configuration")
+            log.info("envoy2mqtt_restarting", reason="configuration reloaded")
             continue
-        log.info("envoy2mqtt stopped", exit_code=code)
+        log.info("envoy2mqtt_stopped", exit_code=code)
         return code

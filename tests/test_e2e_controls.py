@@ -113,7 +113,7 @@ def _writes(sim: Simulator) -> list[tuple[str, str, Any]]:
 
 
 def _audit(daemon: Daemon) -> list[dict[str, Any]]:
-    return [line for line in daemon.log_lines() if line.get("event") == "control command"]
+    return [line for line in daemon.log_lines() if line.get("event") == "control_command"]
 
 
 def _controls_config(watcher: Watcher, serial: str) -> dict[str, Any] | None:
@@ -328,4 +328,4 @@ async def test_controls_off_subscribes_and_announces_nothing(mosquitto: Mosquitt
             assert _controls_config(watcher, serial) is None
             assert not any("control" in t and t.endswith("/config") for t in watcher.latest)
         assert _audit(daemon) == []
-        assert not any(line.get("event") == "controls ready" for line in daemon.log_lines())
+        assert not any(line.get("event") == "controls_ready" for line in daemon.log_lines())

@@ -110,9 +110,9 @@ async def test_unwritable_state_dir_keeps_the_token_in_memory_and_publishes(
         assert code == 0
         assert sim.cloud_calls["login"] == 1, sim.cloud_calls
         assert sim.cloud_calls["tokens"] == 1, sim.cloud_calls
-        assert len(_events(daemon, "token cannot be stored")) == 1, daemon.log_text()
-        assert len(_events(daemon, "could not save counter offsets")) == 1, daemon.log_text()
-        assert not _events(daemon, "task crashed"), daemon.log_text()
+        assert len(_events(daemon, "token_store_failed")) == 1, daemon.log_text()
+        assert len(_events(daemon, "counter_offsets_save_failed")) == 1, daemon.log_text()
+        assert not _events(daemon, "task_crashed"), daemon.log_text()
         assert "Traceback" not in daemon.log_text()
         assert first is not None
 
@@ -281,9 +281,9 @@ async def test_sighup_reloads_the_configuration_and_keeps_running(
         config.write_text(config.read_text().replace("system_interval = 10", "system_interval = 1"))
         daemon.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
-        while not _events(daemon, "configuration not reloaded") and time.monotonic() < deadline:
+        while not _events(daemon, "config_reload_failed") and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        assert _events(daemon, "configuration not reloaded"), daemon.log_text()
+        assert _events(daemon, "config_reload_failed"), daemon.log_text()
         await asyncio.sleep(1)
         assert daemon.running
         assert watcher.latest[availability] == b"online"
@@ -334,7 +334,7 @@ async def test_lost_counter_file_recovers_the_offset_from_the_brokers_retained_s
         published = [json.loads(e.payload)[key] for e in watcher.since(started) if e.topic == system]
         assert published, "no reading after the state file was lost"
         assert min(published) >= raw + 10_000_000, published
-        recovered = _events(daemon, "recovered the last published lifetime values")
+        recovered = _events(daemon, "counters_recovered_from_broker")
         assert len(recovered) == 1, daemon.log_text()
         # the file is written again with the recovered offset
         again = json.loads(counters.read_text())["counters"]["lifetime"]["system"][key]
@@ -463,7 +463,7 @@ async def test_broker_acl_forbidding_the_state_topics_is_reported_and_not_ready(
         ]
         configs = sum(1 for e in watcher.events if e.topic.startswith("homeassistant/device/"))
         # only what the broker took counts: discovery, not the refused states and availability
-        refusals = _events(daemon, "does not take our messages")
+        refusals = _events(daemon, "mqtt_messages_refused")
         assert len(refusals) == 1, daemon.log_text()
         assert published, metrics
         if protocol == "3.1.1":
@@ -500,13 +500,13 @@ async def test_two_daemons_with_the_same_client_id_say_so_and_back_off(
             assert daemon.running
             code, _ = await daemon.terminate()
             assert code == 0
-    taken_over = [len(_events(d, "mqtt session taken over")) for d in daemons]
+    taken_over = [len(_events(d, "mqtt_session_taken_over")) for d in daemons]
     assert sum(taken_over) >= 1, [d.log_text()[-3000:] for d in daemons]
     assert all(t <= 1 for t in taken_over), taken_over
     assert all(
-        "envoy2mqtt-shared" in json.dumps(_events(d, "mqtt session taken over"))
+        "envoy2mqtt-shared" in json.dumps(_events(d, "mqtt_session_taken_over"))
         for d in daemons
-        if _events(d, "mqtt session taken over")
+        if _events(d, "mqtt_session_taken_over")
     )
     # the broker's view: the issue saw 120 connects in 90 s; with a backoff that keeps growing
     # (1, 2, 4 ... 60 s, reset only after 30 s of stable connection) it is a couple of dozen at most
@@ -535,10 +535,10 @@ async def test_an_envoy_that_became_slow_is_said_once(mosquitto: Mosquitto, tmp_
         await watcher.wait_for(lambda: system in watcher.latest, 40, "the first reading")
         sim.faults.slow(12)  # every request now takes 12 s: a system poll overruns its 10 s cadence
         deadline = time.monotonic() + 50
-        while not _events(daemon, "envoy has become slow") and time.monotonic() < deadline:
+        while not _events(daemon, "envoy_slow") and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         await asyncio.sleep(15)  # more slow polls: still one line
-        slow = _events(daemon, "envoy has become slow")
+        slow = _events(daemon, "envoy_slow")
         assert len(slow) == 1, daemon.log_text()[-3000:]
         assert slow[0]["system_interval"] == 10
         assert float(str(slow[0]["poll_duration"])) > 10

@@ -107,7 +107,7 @@ async def test_broker_refusing_our_credentials_exits_non_zero(tmp_path: Path) ->
             assert code == 5, daemon.log_text()[-2000:]
             log = daemon.log_text()
             assert "wrong-password" not in log
-            assert "MQTT cannot be restored" in log or "not authorized" in log.lower()
+            assert "mqtt_unrecoverable" in log or "not authorized" in log.lower()
     finally:
         broker.stop()
 

@@ -286,7 +286,7 @@ async def test_ten_minute_envoy_outage(kind: str, mosquitto: Mosquitto, tmp_path
                 assert 0 < requests_during <= failed_polls * SYSTEM_ENDPOINTS * MAX_ATTEMPTS
             # bounded: each distinct problem once, not once per poll or per retry
             assert len(outage_lines) <= 2 + SYSTEM_ENDPOINTS, [e["event"] for e in outage_lines]
-            assert sum(1 for e in outage_lines if e["event"] == "envoy availability") == 1
+            assert sum(1 for e in outage_lines if e["event"] == "envoy_availability") == 1
 
             # the Envoy returns: online on the first successful poll, without any help
             h.sim.faults.clear()
@@ -459,8 +459,8 @@ async def test_cloud_down_while_the_token_expires(mosquitto: Mosquitto, tmp_path
             assert sim.cloud_calls["login"] - logins_at_expiry <= 1800 / token_settings.max_backoff + 2
             assert sim.cloud_calls["tokens"] == 1  # the login never succeeded
             events = [e["event"] for e in bridge_lines(logs)]
-            assert events.count("poll failed") <= 3, events
-            assert events.count("envoy availability") == 1
+            assert events.count("poll_failed") <= 3, events
+            assert events.count("envoy_availability") == 1
 
         # the cloud returns: a new token at the next backoff step, online, the error cleared
         sim.cloud.down = False
@@ -573,7 +573,7 @@ async def test_twenty_broker_crashes(mosquitto: Mosquitto, tmp_path: Path) -> No
             assert system["production_energy_lifetime"] >= first_system["production_energy_lifetime"]
             assert daemon.running
             # the daemon saw every crash and came back each time (20 reconnections at least)
-            connects = [line for line in daemon.log_lines() if line.get("event") == "mqtt connected"]
+            connects = [line for line in daemon.log_lines() if line.get("event") == "mqtt_connected"]
             assert len(connects) >= 21
             # no leak: memory after cycle 20 within noise of memory after cycle 5
             assert rss[20] <= rss[5] * 1.10 + 4096, rss
@@ -673,7 +673,7 @@ async def test_a_thirty_second_envoy_does_not_stall_the_other_or_mqtt(
             )
             assert sum(slow.requests.values()) > slow_requests  # the slow Envoy was being asked meanwhile
             assert daemon.running
-            connects = [line for line in daemon.log_lines() if line.get("event") == "mqtt connected"]
+            connects = [line for line in daemon.log_lines() if line.get("event") == "mqtt_connected"]
             assert len(connects) == 1, connects  # never lost the broker
             broker_log = mosquitto.log.read_text(errors="replace")
             assert "exceeded timeout" not in broker_log, broker_log[-2000:]

@@ -512,7 +512,7 @@ async def test_subscribe_while_connected_and_a_failing_handler_keeps_the_connect
 def test_a_dead_socket_is_a_warning_but_a_callback_error_stays_an_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """paho's "failed to receive on socket" duplicates the publisher's own "mqtt connection lost"."""
+    """paho's "failed to receive on socket" duplicates the publisher's own "mqtt_connection_lost"."""
     import logging
 
     paho = logging.getLogger("mqtt")

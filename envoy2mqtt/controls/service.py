@@ -5,7 +5,7 @@ what is offered (`catalog.decide_offer`), reads every offered control, publishes
 hands the offered controls to the announcer (discovery), then subscribes to `<base>/<envoy>/control/+/set`. The MQTT handler never blocks:
 it validates, queues and returns; one worker task carries the commands out one at a time.
 
-Every command leaves exactly one audit log line (`control command`: control, requested value, result,
+Every command leaves exactly one audit log line (`control_command`: control, requested value, result,
 reason), whatever becomes of it: carried out, superseded by a newer command, refused, or ignored
 because it was a retained message.
 """
@@ -42,7 +42,7 @@ def audit(envoy_label: str, outcome: Outcome) -> None:
     """The one audit line of a command. Values only: payloads were validated or cut short, never secrets."""
     level = _LEVELS.get(outcome.result, "warning")
     getattr(log, level)(
-        "control command",
+        "control_command",
         envoy=envoy_label,
         control=outcome.control,
         requested=outcome.requested,
@@ -101,7 +101,7 @@ class EnvoyControls:
         self.state = ControlState(self.offer.controls)
         self._documents = {name: document_for(spec) for name, spec in self.offer.controls.items()}
         log.info(
-            "controls ready",
+            "controls_ready",
             envoy=self.envoy.label,
             offered=sorted(self.offer.controls),
             refused=dict(self.offer.refused),
@@ -122,7 +122,7 @@ class EnvoyControls:
         try:
             return contact_ids(await self.client.get_json(DRY_CONTACTS))
         except (EnvoyError, TokenError) as exc:
-            log.warning("dry contacts could not be read", envoy=self.envoy.label, reason=str(exc))
+            log.warning("dry_contacts_unreadable", envoy=self.envoy.label, reason=str(exc))
             return []
 
     def _publish_state(self) -> None:
@@ -207,7 +207,7 @@ class EnvoyControls:
             try:
                 outcome = await self._writer.execute(command, self._documents[spec.name], self._timing(spec))
             except Exception as exc:  # a bug must not leave the command without its audit line
-                log.exception("control command crashed", envoy=self.envoy.label, control=command.control)
+                log.exception("control_command_crashed", envoy=self.envoy.label, control=command.control)
                 outcome = Outcome(
                     command.control, command.value, "failed", f"internal error: {type(exc).__name__}"
                 )
@@ -229,9 +229,7 @@ class EnvoyControls:
             try:
                 bodies[path] = await self.client.get_json(path)
             except (EnvoyError, TokenError) as exc:
-                log.info(
-                    "control setting could not be read", envoy=self.envoy.label, path=path, reason=str(exc)
-                )
+                log.info("control_setting_unreadable", envoy=self.envoy.label, path=path, reason=str(exc))
         return bodies
 
     def _values(self, names: list[str], bodies: Mapping[str, Any]) -> dict[str, Value | None]:
@@ -284,7 +282,7 @@ class EnvoyControls:
                         self.clock.time(),
                     )  # fmt: skip
                     log.warning(
-                        "control reverted", envoy=self.envoy.label, control=name, was=reverted, now=value
+                        "control_reverted", envoy=self.envoy.label, control=name, was=reverted, now=value
                     )
                     changed = True
             if changed:

@@ -359,7 +359,7 @@ class Publisher:
                             self.backoff.succeeded()
                         self.backoff.started()
                         (log.debug if self._takeover_reported else log.info)(
-                            "mqtt connected",
+                            "mqtt_connected",
                             host=self._settings.host,
                             port=self._settings.port,
                             reconnects=self.reconnects,
@@ -370,7 +370,11 @@ class Publisher:
                         break
                 except MqttConnectError as exc:
                     if _code(exc.rc) == UNSUPPORTED_PROTOCOL and not self._protocol_pinned:
-                        log.info("the MQTT broker does not speak MQTT 5; using 3.1.1")
+                        log.info(
+                            "mqtt_protocol_fallback",
+                            reason="the broker does not speak MQTT 5",
+                            protocol="3.1.1",
+                        )
                         self._protocol = aiomqtt.ProtocolVersion.V311
                         self._protocol_pinned = True
                         continue
@@ -402,7 +406,7 @@ class Publisher:
                     break
                 delay = self.backoff.failed()
                 (log.debug if self._takeover_reported else log.info)(
-                    "mqtt reconnecting", delay=round(delay, 2), attempt=self.backoff.failures
+                    "mqtt_reconnecting", delay=round(delay, 2), attempt=self.backoff.failures
                 )
                 await self._sleep_unless_stopped(delay)
         finally:
@@ -425,7 +429,7 @@ class Publisher:
                     await client.publish(topic, OFFLINE, qos=1, retain=True, timeout=SHUTDOWN_TIMEOUT)
                     self.messages_published += 1
             except aiomqtt.MqttError as exc:
-                log.warning("mqtt shutdown: could not publish offline", error=str(exc))
+                log.warning("mqtt_offline_publish_failed", phase="shutdown", error=str(exc))
         self._stop.set()
         if self._running:
             with contextlib.suppress(TimeoutError):
@@ -550,7 +554,7 @@ class Publisher:
                 try:
                     await self._on_connect()
                 except Exception:
-                    log.exception("mqtt on_connect callback failed")
+                    log.exception("mqtt_on_connect_failed")
             self._enqueue_replay()
             await self._stop.wait()
             listener.cancel()
@@ -564,9 +568,11 @@ class Publisher:
             if not self._takeover_reported:
                 self._takeover_reported = True
                 log.error(
-                    "mqtt session taken over: another client connects with the same client id, and the "
-                    "broker drops one of the two each time; give each bridge its own mqtt.client_id "
-                    "(or leave it empty). Reconnecting with a growing backoff",
+                    "mqtt_session_taken_over",
+                    reason="another client connects with the same client id, and the broker drops one of the two "
+                    "each time",
+                    fix="give each bridge its own mqtt.client_id (or leave it empty)",
+                    action="reconnecting with a growing backoff",
                     client_id=self._client_id,
                     host=self._settings.host,
                     port=self._settings.port,
@@ -574,7 +580,7 @@ class Publisher:
             return
         if not self._takeover_reported:
             log.warning(
-                "mqtt connection lost" if self.messages_published else "mqtt connection failed",
+                "mqtt_connection_lost" if self.messages_published else "mqtt_connection_failed",
                 host=self._settings.host,
                 port=self._settings.port,
                 error=str(exc) or type(exc).__name__,
@@ -649,7 +655,7 @@ class Publisher:
             await client.subscribe(topic_filter, qos=qos)
         except aiomqtt.MqttError as exc:
             # the reconnect that follows a lost connection subscribes again
-            log.warning("mqtt subscribe failed", topic=topic_filter, error=str(exc))
+            log.warning("mqtt_subscribe_failed", topic=topic_filter, error=str(exc))
 
     async def _unsubscribe_now(self, client: aiomqtt.Client, topic_filter: str) -> None:
         with contextlib.suppress(aiomqtt.MqttError):
@@ -663,7 +669,7 @@ class Publisher:
                 self._refused_topics.discard(topic)
                 if not self._refused_topics:
                     self.refusal = None
-                    log.info("the MQTT broker accepts our messages again")
+                    log.info("mqtt_messages_accepted_again")
             return
         self.messages_refused += 1
         first = not self._refused_topics
@@ -679,8 +685,10 @@ class Publisher:
     def _refuse(self, refusal: str, **context: Any) -> None:
         self.refusal = refusal
         log.error(
-            "the MQTT broker does not take our messages: they are not delivered. Allow this client to "
-            f"publish under {self._topics.base}/# and {self._topics.discovery_prefix}/# in the broker's ACL",
+            "mqtt_messages_refused",
+            effect="our messages are not delivered",
+            fix=f"allow this client to publish under {self._topics.base}/# and "
+            f"{self._topics.discovery_prefix}/# in the broker's ACL",
             problem=refusal,
             client_id=self._client_id,
             username=self._settings.username or None,
@@ -706,7 +714,7 @@ class Publisher:
                 self._echo_seen.set()
                 if self.refusal is not None and not self._refused_topics:
                     self.refusal = None
-                    log.info("the MQTT broker delivers our messages again")
+                    log.info("mqtt_messages_delivered_again")
             if message.topic.matches(self._topics.ha_status):
                 if self._settings.discovery and message.payload in (ONLINE, "online"):
                     self._home_assistant_born()
@@ -723,14 +731,14 @@ class Publisher:
             try:
                 subscription.handler(incoming)
             except Exception:
-                log.exception("mqtt message handler failed", topic=incoming.topic)
+                log.exception("mqtt_message_handler_failed", topic=incoming.topic)
 
     def _home_assistant_born(self) -> None:
         self.ha_births += 1
         low, high = self._ha_birth_delay
         self._birth_deadline = self._clock.monotonic() + random.uniform(low, high)
         if self._birth_task is None or self._birth_task.done():
-            log.info("home assistant started: republishing discovery and states soon")
+            log.info("home_assistant_started", action="republishing discovery and states soon")
             self._birth_task = asyncio.get_running_loop().create_task(self._republish_after_birth())
 
     async def _republish_after_birth(self) -> None:

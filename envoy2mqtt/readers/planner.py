@@ -256,7 +256,7 @@ class CycleReader:
             problem = f"{path}: {short_error(exc)}"
             if self._failing.get(path) != problem:
                 self._failing[path] = problem
-                self._log.warning("endpoint skipped", cadence=consumer, problem=problem)
+                self._log.warning("endpoint_skipped", cadence=consumer, problem=problem)
             return None
         finally:
             if self._on_duration is not None:

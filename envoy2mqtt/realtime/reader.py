@@ -127,7 +127,7 @@ class RealtimeReader:
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        self.log.info("realtime started", source=self.source, interval=self.interval, reason=self.reason)
+        self.log.info("realtime_started", source=self.source, interval=self.interval, reason=self.reason)
         self._metric_interval()
         while True:
             paused = self._pause_left()
@@ -138,7 +138,7 @@ class RealtimeReader:
             try:
                 await self.tick()
             except Exception as exc:  # a bug must not end the cadence (nor the daemon): log, back off
-                self.log.exception("realtime tick failed unexpectedly")
+                self.log.exception("realtime_tick_crashed")
                 self._failed(exc)
             wait = started + self.interval - self.clock.monotonic()
             await self.clock.sleep(max(0.0, wait))
@@ -152,19 +152,19 @@ class RealtimeReader:
         if self.state == "paused-failures":
             if now < self._failure_pause_until:
                 return self._failure_pause_until - now
-            self.log.info("realtime resumed", after="failure pause")
+            self.log.info("realtime_resumed", after="failure pause")
             self._set_state("running")
         if self.window is not None:
             left = self.window.seconds_left(self._local_now())
             if left > 0:
                 if self.state != "paused-maintenance":
                     self.log.info(
-                        "realtime paused", reason="maintenance window", window=self.window.describe()
+                        "realtime_paused", reason="maintenance window", window=self.window.describe()
                     )
                     self._set_state("paused-maintenance")
                 return left
             if self.state == "paused-maintenance":
-                self.log.info("realtime resumed", after="maintenance window")
+                self.log.info("realtime_resumed", after="maintenance window")
                 self._set_state("running")
         return 0.0
 
@@ -206,12 +206,14 @@ class RealtimeReader:
         if self.stream.due(self.clock.monotonic()):
             await self._timed(lambda: self.client.write_json("POST", STREAM_PATH, ENABLE_BODY))
             self.stream.enabled(self.clock.monotonic())
-            self.log.debug("livedata stream enabled", renewals=self.stream.renewals)
+            self.log.debug("livedata_stream_enabled", renewals=self.stream.renewals)
         body = await self._timed(lambda: self.client.get_json_once(STATUS_PATH, limit))
         self._recovered()
         if not self.stream.observed(livedata_stream_state(body)):
             # Frozen values: not published; the stream is enabled again before the next read.
-            self.log.info("livedata stream lapsed; enabling it again", state=livedata_stream_state(body))
+            self.log.info(
+                "livedata_stream_lapsed", action="enabling it again", state=livedata_stream_state(body)
+            )
             return None
         return live_from_livedata(body, self.features)
 
@@ -221,7 +223,7 @@ class RealtimeReader:
         problems = reading.problems
         if problems != self._problems:
             for problem in set(problems) - set(self._problems):
-                self.log.warning("realtime data problem", problem=problem)
+                self.log.warning("realtime_data_problem", problem=problem)
             self._problems = problems
         payload = reading.payload()
         self.last_reading = reading
@@ -243,7 +245,7 @@ class RealtimeReader:
     def _recovered(self) -> None:
         self.burst.succeeded()
         if self._failing is not None:
-            self.log.info("realtime reads answer again", after=self._failing)
+            self.log.info("realtime_reads_recovered", after=self._failing)
             self._failing = None
 
     def _failed(self, exc: BaseException) -> None:
@@ -252,14 +254,14 @@ class RealtimeReader:
         if self.metrics is not None:
             self.metrics.realtime_reads.labels(envoy=self.metrics_label, result="failed").inc()
         if self._failing is None:
-            self.log.warning("realtime read failed", reason=reason)
+            self.log.warning("realtime_read_failed", reason=reason)
         self._failing = reason
         now = self.clock.monotonic()
         self._interval_changed(self.adaptive.failed(now), "a failed request")
         if self.burst.failed():
             self._failure_pause_until = now + self.burst.pause
             self.log.warning(
-                "realtime paused",
+                "realtime_paused",
                 reason=f"{self.burst.burst} failures in a row",
                 seconds=self.burst.pause,
                 last_error=reason,
@@ -272,7 +274,7 @@ class RealtimeReader:
         backing_off = interval > self._logged_interval
         self._logged_interval = interval
         self.log.info(
-            "realtime interval changed",
+            "realtime_interval_changed",
             interval=interval,
             configured=self.settings.interval,
             reason=why if backing_off else "calm again",

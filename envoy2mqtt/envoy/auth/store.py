@@ -99,15 +99,16 @@ class TokenStore:
             if not self._save_failed:
                 self._save_failed = True
                 log.warning(
-                    "token cannot be stored; keeping it in memory (after a restart the bridge needs a "
-                    "new one): make the state directory writable",
+                    "token_store_failed",
+                    action="keeping it in memory (after a restart the bridge needs a new one)",
+                    fix="make the state directory writable",
                     path=str(self.path_for(serial)),
                     error=exc.strerror or type(exc).__name__,
                 )
             return False
         if self._save_failed:
             self._save_failed = False
-            log.info("token stored again", path=str(self.path_for(serial)))
+            log.info("token_stored_again", path=str(self.path_for(serial)))
         return True
 
     def _write(self, serial: str, token: str, claims: TokenClaims, source: TokenSource, now: float) -> None:
