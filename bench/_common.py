@@ -7,6 +7,7 @@ Every bench prints ratios against a baseline measured in the same run; absolute 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import aiomqtt
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("metered-3phase-iq", "metered-1phase-acb", "legacy-unmetered")
@@ -158,3 +161,32 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+class Subscriber:
+    """Everything the bridge publishes under ``envoy2mqtt/#``, with the time it arrived."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.events: list[tuple[float, str, bytes]] = []
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Subscriber:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client("127.0.0.1", self.port) as client:
+            await client.subscribe("envoy2mqtt/#", qos=1)
+            self.ready.set()
+            async for message in client.messages:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                self.events.append((time.time(), str(message.topic), payload))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import contextlib
 import subprocess
 import sys
 import tempfile
@@ -28,37 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiomqtt
-from _common import BENCH, PYTHON, ROOT, Mosquitto, SimHost, load, percentile, write_config
+from _common import BENCH, PYTHON, ROOT, Mosquitto, SimHost, Subscriber, load, percentile, write_config
 
 LAST_SYSTEM_RESPONSE = "/ivp/ensemble/secctrl"
-
-
-class Subscriber:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.events: list[tuple[float, str, bytes]] = []
-        self.ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Subscriber:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self.ready.wait(), 10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port) as client:
-            await client.subscribe("envoy2mqtt/#", qos=1)
-            self.ready.set()
-            async for message in client.messages:
-                payload = message.payload if isinstance(message.payload, bytes) else b""
-                self.events.append((time.time(), str(message.topic), payload))
 
 
 def read_stamps(path: Path) -> list[tuple[float, str]]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import contextlib
 import itertools
 import json
 import ssl
@@ -40,8 +39,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiomqtt
 from _common import BENCH, PYTHON, ROOT, Mosquitto, SimHost, load, percentile, proc_cpu_seconds, write_config
+from _common import Subscriber as BaseSubscriber
 
 REALTIME_PATHS = ("/ivp/meters/readings", "/ivp/livedata/status")
 SITES = (("metered-3phase-iq", "livedata"), ("metered-1phase-acb", "meters"))
@@ -71,31 +70,8 @@ def sim_fault(sim: dict[str, Any], body: dict[str, Any]) -> None:
         response.read()
 
 
-class Subscriber:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.events: list[tuple[float, str, bytes]] = []
-        self.ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Subscriber:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self.ready.wait(), 10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port) as client:
-            await client.subscribe("envoy2mqtt/#", qos=1)
-            self.ready.set()
-            async for message in client.messages:
-                payload = message.payload if isinstance(message.payload, bytes) else b""
-                self.events.append((time.time(), str(message.topic), payload))
+class Subscriber(BaseSubscriber):
+    """The bridge's messages, with the live topic's arrival times."""
 
     def live(self, since: float = 0.0) -> list[float]:
         return [at for at, topic, _ in self.events if topic.endswith("/live") and at >= since]

@@ -27,8 +27,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PYTHON, ROOT, Mosquitto, SimHost, load, percentile, proc_cpu_seconds, write_config
-from latency import Subscriber
+from _common import (
+    PYTHON,
+    ROOT,
+    Mosquitto,
+    SimHost,
+    Subscriber,
+    load,
+    percentile,
+    proc_cpu_seconds,
+    write_config,
+)
 
 CADENCE = 10.0
 ON_TIME = 1.0
